@@ -1,0 +1,22 @@
+rule benchmark:
+    """Latency, throughput and memory of an artifact on a device, by the self-contained runner."""
+    output:
+        "results/bench/{device}/{model}/{artifact}.json",
+    input:
+        artifact=lambda wc: artifact_path(wc.model, wc.artifact),
+        test=packed("test.npy"),
+        manifest=packed("manifest.json"),
+        code=["workflow/benchmark.py", "workflow/device_runner.py"],
+    params:
+        benchmark=lambda wc: {k: P["benchmark"][k] for k in BENCHMARK_KEYS},
+    threads: max(P["benchmark"]["threads"])
+    resources:
+        # One benchmark at a time per device (limits set in the Snakefile), so runs never
+        # compete for a device's cores while other devices and stages go on in parallel.
+        **{f"device_{d}": (lambda wc, d=d: int(wc.device == d)) for d in DEVICES},
+    conda:
+        "../envs/benchmark.yaml"
+    shell:
+        "python -m workflow.benchmark --params params.yaml --device {wildcards.device} "
+        "--model-name {wildcards.model} --artifact {input.artifact} --packed {input.test} "
+        "--manifest {input.manifest} --out {output}"

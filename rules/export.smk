@@ -1,0 +1,16 @@
+rule export_onnx:
+    """Export a trained model to ONNX and check it against PyTorch on real test images."""
+    output:
+        "results/artifacts/{model}/onnx-fp32.onnx",
+        "results/artifacts/{model}/onnx-fp32.json",
+    input:
+        checkpoint="results/models/{model}/model.pt",
+        test=packed("test.npy"),
+        code=["workflow/export.py", "workflow/models.py"],
+    params:
+        export=lambda wc: P["export"],
+    conda:
+        "../envs/export.yaml"
+    shell:
+        "python -m workflow.export --params params.yaml --checkpoint {input.checkpoint} "
+        "--packed {input.test} --out {output[0]}"

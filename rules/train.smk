@@ -1,0 +1,23 @@
+rule train:
+    """Train one model variant of params.yaml `models` (checkpoint every epoch, resumable)."""
+    output:
+        "results/models/{model}/model.pt",
+        metrics="results/models/{model}/train_metrics.json",
+        history="results/models/{model}/history.csv",
+    input:
+        "data/packed/rgb/train.npy",
+        "data/packed/rgb/manifest.json",
+        packed("test.npy"),
+        packed("manifest.json"),
+        "workflow/train.py",
+        "workflow/models.py",
+    params:
+        train=lambda wc: {"seed": P["seed"], "train": P["train"], "model": P["models"][wc.model]},
+    threads: P["train"]["num_threads"]
+    resources:
+        gpu=lambda wc: int(P["train"]["device"] == "cuda"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python -m workflow.train --params params.yaml --model {wildcards.model} --data data/packed "
+        "--out results/models/{wildcards.model}"

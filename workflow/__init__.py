@@ -1,0 +1,1 @@
+"""Edge-vision reproducibility workflow: one module per stage (``python -m workflow.<stage>``)."""

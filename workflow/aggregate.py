@@ -1,0 +1,101 @@
+"""Aggregate stage: every metrics file -> results/summary.csv and results/summary.md.
+
+    python -m workflow.aggregate --params params.yaml --results results --out results/summary.csv
+
+One row per (model variant, artifact = format + precision, runtime, device).
+Columns are documented in README.md ("summary.csv columns").
+"""
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from workflow.config import load_params
+from workflow.dag import ARTIFACTS
+from workflow.errors import UserError, cli
+from workflow.io import atomic_path, read_json, write_text
+
+COLUMNS = [
+    "model", "arch", "width_mult", "input_format", "artifact", "format", "precision", "runtime", "device",
+    "status", "top1", "top1_pytorch", "test_images", "params", "macs", "size_bytes", "threads",
+    "latency_first_ms", "latency_mean_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
+    "throughput_fps", "throughput_fps_best", "throughput_best_threads", "peak_rss_mb",
+    "providers", "cpu_model", "git_commit",
+]
+
+
+def bench_columns(bench, sweep_threads):
+    """Latency at the first thread count of the sweep; best throughput over the sweep."""
+    first = bench["threads"][str(sweep_threads[0])]
+    best_t = max(bench["threads"], key=lambda t: bench["threads"][t]["throughput_fps"])
+    lat = first["latency_ms"]
+    return {
+        "params": bench["model_stats"]["params"], "macs": bench["model_stats"]["macs"],
+        "size_bytes": bench["model_stats"]["size_bytes"], "threads": sweep_threads[0],
+        "latency_first_ms": bench["first_run_ms"], "latency_mean_ms": lat["mean"],
+        "latency_p50_ms": lat["p50"], "latency_p90_ms": lat["p90"], "latency_p99_ms": lat["p99"],
+        "throughput_fps": first["throughput_fps"],
+        "throughput_fps_best": bench["threads"][best_t]["throughput_fps"],
+        "throughput_best_threads": int(best_t), "peak_rss_mb": bench["memory"]["peak_rss_mb"],
+        "providers": "+".join(bench["runtime"]["providers_active"]), "cpu_model": bench["host"]["cpu_model"],
+    }
+
+
+def rows(params, results):
+    results = Path(results)
+    for model, spec in params["models"].items():
+        train = read_json(results / "models" / model / "train_metrics.json")
+        for artifact in ARTIFACTS:
+            fmt, precision = artifact.split("-", 1)
+            evaluation = read_json(results / "eval" / model / f"{artifact}.json")
+            for device in params["benchmark"]["devices"]:
+                bench = read_json(results / "bench" / device / model / f"{artifact}.json")
+                yield {
+                    "model": model, "arch": spec["arch"], "width_mult": spec["width_mult"],
+                    "input_format": spec["input_format"], "artifact": artifact, "format": fmt,
+                    "precision": precision, "runtime": evaluation["runtime"], "device": device, "status": "ok",
+                    "top1": evaluation["top1"], "top1_pytorch": train["top1"],
+                    "test_images": evaluation["test_images"],
+                    **bench_columns(bench, params["benchmark"]["threads"]),
+                    "git_commit": bench["provenance"]["git_commit"],
+                }
+
+
+def to_markdown(table):
+    view = table[["model", "input_format", "artifact", "runtime", "device", "top1", "params", "macs",
+                  "size_bytes", "latency_first_ms", "latency_p50_ms", "latency_p99_ms", "throughput_fps",
+                  "throughput_fps_best", "peak_rss_mb"]].copy()
+    view["top1"] = (view["top1"] * 100).map("{:.2f} %".format)
+    view["size_bytes"] = (view["size_bytes"] / 1e6).map("{:.2f} MB".format)
+    view["macs"] = (view["macs"] / 1e6).map("{:.1f} M".format)
+    view = view.rename(columns={"size_bytes": "size", "latency_first_ms": "first run (ms)",
+                                "latency_p50_ms": "p50 (ms)", "latency_p99_ms": "p99 (ms)",
+                                "throughput_fps": "fps (1 thr)", "throughput_fps_best": "fps (best)",
+                                "peak_rss_mb": "peak RSS (MB)"})
+    return "# Summary\n\n" + view.to_markdown(index=False, floatfmt=".2f") + "\n"
+
+
+def aggregate(params, results, out):
+    table = pd.DataFrame(list(rows(params, results)), columns=COLUMNS)
+    if table.empty:
+        raise UserError("params.yaml: the experiment matrix is empty (no models or devices)")
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    write_text(out.with_suffix(".md"), to_markdown(table))
+    return table
+
+
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--results", default="results")
+    parser.add_argument("--out", default="results/summary.csv")
+    args = parser.parse_args(argv)
+    table = aggregate(load_params(args.params), args.results, args.out)
+    print(f"wrote {args.out} ({len(table)} rows) and {Path(args.out).with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Benchmark stage: latency, throughput and memory of one exported model on one device.
+
+    python -m workflow.benchmark --params params.yaml --device local --model-name mobilenetv2-rgb \
+        --artifact results/export/mobilenetv2-rgb/model.onnx \
+        --packed data/packed/rgb/test.npy --manifest data/packed/rgb/manifest.json \
+        --out results/bench/local/mobilenetv2-rgb/model.json
+
+The timing itself is done by workflow/device_runner.py in a fresh process on the
+device (so peak RSS is the model's, not this stage's). This stage prepares its
+inputs (the first ``benchmark.samples`` test images), and adds the graph's size,
+parameters and MACs, checksums and provenance to the runner's result.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from workflow.config import load_params, params_hash
+from workflow.datasets import load_packed, to_model_inputs
+from workflow.errors import UserError, cli
+from workflow.io import read_json, sha256_file, write_json
+from workflow.onnx_stats import onnx_stats
+from workflow.provenance import provenance
+
+RUNNER = Path(__file__).with_name("device_runner.py")
+RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime"}
+
+
+def run_on_device(device, runner_args, workdir):
+    """Run device_runner.py with ``runner_args`` on ``device``; return its result dict.
+
+    ``runner_args`` name files in ``workdir`` (the model, inputs and result paths).
+    """
+    if device != "local":
+        raise UserError(f"device {device!r}: only 'local' is supported")
+    out = Path(workdir) / "runner.json"
+    proc = subprocess.run([sys.executable, str(RUNNER), *runner_args, "--out", str(out)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [f"no error output, exit status {proc.returncode}"]
+        raise UserError(f"device_runner on {device} failed: {lines[-1]}")
+    return json.loads(out.read_text())
+
+
+def summarize(result):
+    """The figures a summary table needs, at 1 thread (or the fewest threads swept)."""
+    sweep = result["threads"]
+    base = sweep[min(sweep, key=int)]
+    return {
+        "threads": base["threads"],
+        **{f"latency_{k}_ms": base["latency_ms"][k] for k in ("p50", "mean", "p90", "p99", "min", "max", "std")},
+        "first_run_ms": result["first_run_ms"],
+        "load_ms": result["load_ms"],
+        "throughput_fps": {t: r["throughput_fps"] for t, r in sweep.items()},
+        "peak_rss_mb": result["memory"]["peak_rss_mb"],
+        "providers_active": result["runtime"]["providers_active"],
+        "provider_fallback": result["runtime"]["provider_fallback"],
+    }
+
+
+def benchmark(params, device, model_name, artifact, packed, manifest_path):
+    if model_name not in params["models"]:
+        raise UserError(f"--model-name {model_name!r} is not in params.yaml models "
+                        f"({', '.join(params['models'])})")
+    artifact = Path(artifact)
+    if not artifact.is_file():
+        raise UserError(f"{artifact}: model artifact not found (run the export stage)")
+    runtime = RUNTIME_BY_SUFFIX.get(artifact.suffix)
+    if runtime is None:
+        raise UserError(f"{artifact}: no runtime for '{artifact.suffix}' files "
+                        f"(supported: {', '.join(RUNTIME_BY_SUFFIX)})")
+    manifest = read_json(manifest_path)
+    input_format = manifest["color_format"]
+    if params["models"][model_name]["input_format"] != input_format:
+        raise UserError(f"{manifest_path}: packed data is {input_format}, model {model_name} takes "
+                        f"{params['models'][model_name]['input_format']}")
+    split = Path(packed).stem
+    if split not in manifest["splits"]:
+        raise UserError(f"{packed}: split '{split}' is not in {manifest_path}")
+    settings = params["benchmark"]
+    images, _ = load_packed(packed, manifest, split)
+    inputs = to_model_inputs(images[:settings["samples"]], input_format, manifest["height"], manifest["width"])
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+        samples = Path(workdir) / "samples.npz"
+        np.savez(samples, **inputs)
+        runner_args = ["--model", str(artifact), "--inputs", str(samples), "--runtime", runtime,
+                       "--warmup", str(settings["warmup_runs"]), "--min-runs", str(settings["min_runs"]),
+                       "--min-duration", str(settings["min_duration_s"]),
+                       "--threads", ",".join(map(str, settings["threads"])), "--device-name", device]
+        result = run_on_device(device, runner_args, workdir)
+
+    return {
+        "model_name": model_name,
+        "device": device,
+        "artifact": str(artifact),
+        "artifact_sha256": sha256_file(artifact),
+        "input_format": input_format,
+        **onnx_stats(artifact),
+        "summary": summarize(result),
+        **result,
+        "provenance": provenance(params_hash(settings)),
+    }
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Benchmark one exported model on one device.")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--device", required=True, help="one of params.yaml benchmark.devices")
+    p.add_argument("--model-name", required=True, help="a key of params.yaml models")
+    p.add_argument("--artifact", required=True, help="the exported model (.onnx)")
+    p.add_argument("--packed", required=True, help="packed test split, e.g. data/packed/rgb/test.npy")
+    p.add_argument("--manifest", required=True, help="its manifest.json")
+    p.add_argument("--out", required=True, help="result JSON, e.g. results/bench/<device>/<model>/<stem>.json")
+    return p.parse_args(argv)
+
+
+@cli
+def main(argv=None):
+    args = parse_args(argv)
+    params = load_params(args.params)
+    if args.device not in params["benchmark"]["devices"]:
+        raise UserError(f"--device {args.device!r} is not in params.yaml benchmark.devices "
+                        f"({', '.join(params['benchmark']['devices'])})")
+    result = benchmark(params, args.device, args.model_name, args.artifact, args.packed, args.manifest)
+    write_json(args.out, result)
+    s = result["summary"]
+    print(f"{args.model_name} on {args.device}: p50 {s['latency_p50_ms']:.3f} ms at {s['threads']} thread(s), "
+          f"peak RSS {s['peak_rss_mb']:.0f} MB -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

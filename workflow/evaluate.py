@@ -1,0 +1,103 @@
+"""Evaluate stage: top-1 of an exported artifact on the packed test split, run by its own runtime.
+
+    python -m workflow.evaluate --params params.yaml --artifact results/artifacts/M/onnx-fp32.onnx \
+        --packed data/packed/rgb/test.npy --manifest data/packed/rgb/manifest.json \
+        --out results/eval/M/onnx-fp32.json
+
+This is the accuracy of what ships, not of the PyTorch checkpoint.
+"""
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from workflow.config import load_params, params_hash
+from workflow.datasets import load_packed, to_model_inputs
+from workflow.errors import UserError, cli
+from workflow.io import read_json, sha256_file, write_json
+from workflow.provenance import provenance
+
+
+class OnnxRuntimeModel:
+    runtime = "onnxruntime"
+
+    def __init__(self, path, num_threads):
+        import onnx
+        import onnxruntime as ort
+
+        try:
+            onnx.checker.check_model(str(path))
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = num_threads
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except FileNotFoundError:
+            raise UserError(f"{path}: model not found (run the export stage)") from None
+        except Exception as err:  # noqa: BLE001 - onnx/ORT raise many types for a bad file
+            raise UserError(f"{path}: not a valid ONNX model ({str(err).splitlines()[0][:120]})") from None
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        batch_dim = self.session.get_inputs()[0].shape[0]
+        self.max_batch = None if not isinstance(batch_dim, int) else batch_dim
+        self.providers = self.session.get_providers()
+        import onnxruntime
+
+        self.version = onnxruntime.__version__
+
+    def __call__(self, inputs):
+        return self.session.run(None, inputs)[0]
+
+
+RUNTIMES = {".onnx": OnnxRuntimeModel}
+
+
+def load_runtime_model(path, num_threads):
+    suffix = Path(path).suffix
+    if suffix not in RUNTIMES:
+        raise UserError(f"{path}: no runtime for '{suffix}' files (supported: {', '.join(RUNTIMES)})")
+    return RUNTIMES[suffix](path, num_threads)
+
+
+def evaluate(params, artifact, packed, manifest_path, out):
+    cfg = params["evaluate"]
+    manifest = read_json(manifest_path)
+    images, labels = load_packed(packed, manifest, "test")
+    model = load_runtime_model(artifact, cfg["num_threads"])
+    inputs = to_model_inputs(images, manifest["color_format"], manifest["height"], manifest["width"])
+    if sorted(inputs) != sorted(model.input_names):
+        raise UserError(f"{artifact}: model inputs {model.input_names} do not match the "
+                        f"{manifest['color_format']} packed data ({sorted(inputs)})")
+    batch = model.max_batch or cfg["batch_size"]
+    preds = np.concatenate([
+        model({k: v[s:s + batch] for k, v in inputs.items()}).argmax(1) for s in range(0, len(labels), batch)])
+    correct = preds == labels
+    classes = manifest["classes"]
+    confusion = np.zeros((len(classes), len(classes)), dtype=int)
+    np.add.at(confusion, (labels, preds), 1)
+    result = {
+        "artifact": str(artifact), "artifact_sha256": sha256_file(artifact),
+        "runtime": model.runtime, "runtime_version": model.version, "providers": model.providers,
+        "input_format": manifest["color_format"], "test_images": int(len(labels)),
+        "top1": float(correct.mean()),
+        "per_class_top1": {c: float(correct[labels == i].mean()) if (labels == i).any() else None
+                           for i, c in enumerate(classes)},
+        "confusion_matrix": confusion.tolist(),
+        "provenance": provenance(params_hash(cfg)),
+    }
+    write_json(out, result)
+    return result
+
+
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--artifact", required=True)
+    parser.add_argument("--packed", required=True)
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    result = evaluate(load_params(args.params), args.artifact, args.packed, args.manifest, args.out)
+    print(f"{args.artifact}: top-1 {result['top1']:.4f} on {result['test_images']} images ({result['runtime']})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Model builders: torchvision backbones, small-input adaptation, and the YUV 4:2:0 stem.
+
+Inputs are raw pixel values (0..255, float32); the per-channel normalisation is the
+model's first layer, so a board feeds camera pixels unchanged (as the Hailo flow
+of seed 000 does on the NPU).
+
+Small inputs (<= 64 px, e.g. CIFAR's 32x32): torchvision's MobileNetV2 downsamples
+by 32, which leaves a 1x1 map at 32x32. We keep the stride-2 stem (so the YUV
+split applies exactly as in seed 000) and set the stride of the first block of the
+24- and 32-channel stages (features[2] and features[4]) from 2 to 1: total stride 8,
+a 4x4 final feature map at 32x32.
+
+YUV 4:2:0 (seed 000 section 5): the stem conv (3x3, stride 2, C filters) + BN + act
+is replaced by a Y branch (conv on the HxW Y plane, stride 2, C/2 filters) and a UV
+branch (conv on the stacked H/2xW/2 U,V planes, stride 1, C/2 filters), each with
+BN + the stem's activation, concatenated to C channels at H/2xW/2. Everything after
+is the unchanged backbone. :func:`to_yuv420` works on any backbone whose first
+layers are a Conv2d, a BatchNorm2d and an activation (MobileNet, EfficientNet,
+ResNet, RegNet ...).
+"""
+import torch
+from torch import nn
+import torchvision
+
+# ImageNet statistics in 0..255 units; for Y/U/V the same statistics pass through the
+# colour matrix, so both input formats start from identically normalised signals.
+RGB_MEAN = (123.675, 116.28, 103.53)
+RGB_STD = (58.395, 57.12, 57.375)
+Y_MEAN, Y_STD = (118.0,), (57.5,)
+UV_MEAN, UV_STD = (128.0, 128.0), (20.0, 20.0)
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("inv_std", 1.0 / torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) * self.inv_std
+
+
+class RGBModel(nn.Module):
+    """Single input ``image`` (N, 3, H, W)."""
+
+    input_names = ("image",)
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.normalize = Normalize(RGB_MEAN, RGB_STD)
+        self.backbone = backbone
+
+    def forward(self, image):
+        return self.backbone(self.normalize(image))
+
+
+class YUV420Stem(nn.Module):
+    """Y branch (stride 2) + UV branch (stride 1), each conv + BN + activation, concatenated."""
+
+    def __init__(self, out_channels, kernel_size, padding, activation):
+        super().__init__()
+        half = out_channels // 2
+
+        def branch(in_ch, out_ch, stride):
+            return nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=False),
+                nn.BatchNorm2d(out_ch),
+                activation(),
+            )
+
+        self.y_branch = branch(1, half, 2)
+        self.uv_branch = branch(2, out_channels - half, 1)
+
+    def forward(self, y, uv):
+        return torch.cat([self.y_branch(y), self.uv_branch(uv)], dim=1)
+
+
+class YUV420Model(nn.Module):
+    """Two inputs: ``y`` (N, 1, H, W) and ``uv`` (N, 2, H/2, W/2)."""
+
+    input_names = ("y", "uv")
+
+    def __init__(self, stem, body):
+        super().__init__()
+        self.normalize_y = Normalize(Y_MEAN, Y_STD)
+        self.normalize_uv = Normalize(UV_MEAN, UV_STD)
+        self.stem = stem
+        self.body = body
+
+    def forward(self, y, uv):
+        return self.body(self.stem(self.normalize_y(y), self.normalize_uv(uv)))
+
+
+def _set_module(root, dotted_name, module):
+    parent_name, _, child = dotted_name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, child, module)
+
+
+def to_yuv420(backbone):
+    """Replace the backbone's RGB stem (first Conv2d, BN, activation) by a YUV 4:2:0 stem."""
+    named = [(n, m) for n, m in backbone.named_modules() if not list(m.children())]
+    conv_index = next(i for i, (_, m) in enumerate(named) if isinstance(m, nn.Conv2d))
+    conv_name, conv = named[conv_index]
+    (bn_name, bn), (act_name, act) = named[conv_index + 1], named[conv_index + 2]
+    if conv.in_channels != 3 or conv.stride != (2, 2) or not isinstance(bn, nn.BatchNorm2d):
+        raise ValueError(f"stem {conv_name} is not a 3-channel stride-2 conv followed by BatchNorm")
+    stem = YUV420Stem(conv.out_channels, conv.kernel_size, conv.padding, type(act))
+    for name in (conv_name, bn_name, act_name):
+        _set_module(backbone, name, nn.Identity())
+    return YUV420Model(stem, backbone)
+
+
+def mobilenetv2(width_mult, num_classes, small_input):
+    net = torchvision.models.mobilenet_v2(width_mult=width_mult, num_classes=num_classes)
+    if small_input:
+        for block in (net.features[2], net.features[4]):
+            depthwise = block.conv[1][0]
+            depthwise.stride = (1, 1)
+    return net
+
+
+BACKBONES = {"mobilenetv2": mobilenetv2}
+
+
+def build_model(spec, num_classes, image_size):
+    """spec: one entry of params.yaml ``models``."""
+    backbone = BACKBONES[spec["arch"]](spec["width_mult"], num_classes, small_input=image_size <= 64)
+    if spec["input_format"] == "yuv420":
+        return to_yuv420(backbone)
+    return RGBModel(backbone)
+
+
+def example_inputs(input_format, height, width, batch=1):
+    if input_format == "rgb":
+        return (torch.zeros(batch, 3, height, width),)
+    return torch.zeros(batch, 1, height, width), torch.zeros(batch, 2, height // 2, width // 2)

@@ -1,0 +1,284 @@
+"""Train stage: one model variant from params.yaml ``models``.
+
+    python -m workflow.train --params params.yaml --model mobilenetv2-yuv420 \
+        --data data/packed --out results/models/mobilenetv2-yuv420
+
+Deterministic under ``seed`` (same seed -> identical losses and accuracies on the
+same machine and library versions). A checkpoint is written every epoch under
+results/checkpoints/<model>/; a rerun resumes from the newest complete one and
+finishes with the same result as an uninterrupted run.
+
+Augmentation (seed 002's list) runs on the RGB image; the YUV model then gets the
+augmented image through the same RGB->I420 conversion the pack stage uses, so
+both input formats see identical augmented content. Evaluation uses each
+format's own packed test split.
+"""
+import argparse
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from workflow.colorspace import rgb_to_i420, split_i420
+from workflow.config import load_params, params_hash
+from workflow.datasets import load_packed
+from workflow.errors import UserError, cli
+from workflow.io import atomic_path, read_json, sha256_file, write_json, write_text
+from workflow.models import build_model
+from workflow.provenance import provenance
+
+
+def lr_at(epoch, train):
+    """Seed 000's mixed schedule: cosine decay for ``cosine_epochs``, then step drops at ``milestones``."""
+    s = train["schedule"]
+    base, final_ratio = train["lr"], s["cosine_final_ratio"]
+    if epoch < s["cosine_epochs"]:
+        return base * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * epoch / s["cosine_epochs"])))
+    lr = base * (final_ratio if s["cosine_epochs"] else 1.0)
+    return lr * s["gamma"] ** sum(epoch >= m for m in s["milestones"])
+
+
+def build_augment(aug, height):
+    steps = []
+    if aug["random_crop_padding"]:
+        steps.append(v2.RandomCrop(height, padding=aug["random_crop_padding"], padding_mode="reflect"))
+    if aug["horizontal_flip"]:
+        steps.append(v2.RandomHorizontalFlip())
+    if aug["rotation_degrees"]:
+        steps.append(v2.RandomRotation(aug["rotation_degrees"]))
+    b, c, s, h = aug["color_jitter"]
+    if any((b, c, s, h)):
+        steps.append(v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h))
+    return v2.Compose(steps)
+
+
+class TrainSet(torch.utils.data.Dataset):
+    """Augmented RGB images, delivered as the model's input format (float32 0..255)."""
+
+    def __init__(self, images, labels, input_format, yuv_matrix, augment, noise_std):
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # N, 3, H, W uint8
+        self.labels = torch.from_numpy(labels)
+        self.input_format, self.yuv_matrix = input_format, yuv_matrix
+        self.augment, self.noise_std = augment, noise_std * 255.0
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        image = self.augment(self.images[i])
+        if self.input_format == "rgb":
+            inputs = (image.float(),)
+        else:
+            h, w = image.shape[1:]
+            frame = rgb_to_i420(image.permute(1, 2, 0).numpy(), self.yuv_matrix)[None]
+            y, uv = split_i420(frame, h, w)
+            inputs = (torch.from_numpy(y[0]).float(), torch.from_numpy(uv[0]).float())
+        if self.noise_std:
+            inputs = tuple((x + torch.randn_like(x) * self.noise_std).clamp_(0, 255) for x in inputs)
+        return inputs, self.labels[i]
+
+
+def test_inputs(images, input_format, height, width):
+    if input_format == "rgb":
+        return (torch.from_numpy(images).permute(0, 3, 1, 2).float(),)
+    y, uv = split_i420(images, height, width)
+    return torch.from_numpy(y).float(), torch.from_numpy(uv).float()
+
+
+@torch.no_grad()
+def evaluate(model, inputs, labels, num_classes, device, batch_size=256):
+    model.eval()
+    loss_sum, preds = 0.0, []
+    for start in range(0, len(labels), batch_size):
+        batch = [x[start:start + batch_size].to(device) for x in inputs]
+        target = labels[start:start + batch_size].to(device)
+        logits = model(*batch)
+        loss_sum += nn.functional.cross_entropy(logits, target, reduction="sum").item()
+        preds.append(logits.argmax(1).cpu())
+    preds = torch.cat(preds)
+    correct = preds == labels
+    per_class = [correct[labels == c].float().mean().item() if (labels == c).any() else None
+                 for c in range(num_classes)]
+    return {"top1": correct.float().mean().item(), "loss": loss_sum / len(labels), "per_class_top1": per_class}
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def checkpoint_paths(ckpt_dir):
+    return sorted(Path(ckpt_dir).glob("epoch-*.pt"))
+
+
+def save_checkpoint(ckpt_dir, epoch, state):
+    """Write epoch-NNNN.pt atomically, then its .sha256; a .pt without a .sha256 is incomplete."""
+    path = Path(ckpt_dir) / f"epoch-{epoch:04d}.pt"
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    write_text(path.with_suffix(".pt.sha256"), sha256_file(path) + "\n")
+    for old in checkpoint_paths(ckpt_dir)[:-2]:  # keep the two newest
+        old.unlink(missing_ok=True)
+        old.with_suffix(".pt.sha256").unlink(missing_ok=True)
+
+
+def load_latest_checkpoint(ckpt_dir, run_key):
+    """The newest complete checkpoint of this exact configuration, or None."""
+    for path in reversed(checkpoint_paths(ckpt_dir)):
+        sidecar = path.with_suffix(".pt.sha256")
+        if not sidecar.exists():
+            continue  # interrupted while writing: not a checkpoint
+        if sha256_file(path) != sidecar.read_text().strip():
+            raise UserError(f"{path}: checkpoint checksum mismatch (corrupt); delete it to restart training "
+                            "from the previous checkpoint")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001 - any unpickling failure means corrupt
+            raise UserError(f"{path}: cannot read checkpoint ({type(err).__name__}); delete it") from None
+        if state.get("run_key") != run_key:
+            print(f"note: {path} belongs to another configuration; starting from scratch")
+            return None
+        return state
+    return None
+
+
+# ----------------------------------------------------------------------------- main
+def resolve_device(name):
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("params.yaml: key 'train.device': got \"cuda\", but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def train(params, model_name, data_dir, out_dir, ckpt_dir):
+    if model_name not in params["models"]:
+        raise UserError(f"params.yaml: key 'models': no model named {model_name!r} "
+                        f"(have: {', '.join(params['models'])})")
+    spec, cfg, seed = params["models"][model_name], params["train"], params["seed"]
+    fmt = spec["input_format"]
+    data_dir = Path(data_dir)
+    rgb_manifest = read_json(data_dir / "rgb" / "manifest.json")
+    fmt_manifest = read_json(data_dir / fmt / "manifest.json")
+    train_images, train_labels = load_packed(data_dir / "rgb" / "train.npy", rgb_manifest, "train")
+    test_images, test_labels = load_packed(data_dir / fmt / "test.npy", fmt_manifest, "test")
+    height, width = fmt_manifest["height"], fmt_manifest["width"]
+    classes = fmt_manifest["classes"]
+
+    device = resolve_device(cfg["device"])
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(cfg["num_threads"])
+    seed_everything(seed)
+
+    model = build_model(spec, len(classes), height).to(device)
+    decay, no_decay = [], []
+    for p in model.parameters():  # no weight decay on BN and bias parameters (torchvision reference)
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": cfg["weight_decay"]},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"])
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    dataset = TrainSet(train_images, train_labels, fmt, fmt_manifest.get("yuv_matrix") or "bt601",
+                       build_augment(cfg["augment"], height), cfg["augment"]["gaussian_noise_std"])
+    test_x = test_inputs(test_images, fmt, height, width)
+    test_y = torch.from_numpy(test_labels)
+
+    run_key = params_hash({"seed": seed, "model": spec, "train": {k: v for k, v in cfg.items()
+                                                                  if k not in ("num_workers",)},
+                           "data": [rgb_manifest["splits"]["train"]["sha256"],
+                                    fmt_manifest["splits"]["test"]["sha256"]]})
+    history, start_epoch, train_seconds = [], 0, 0.0
+    state = load_latest_checkpoint(ckpt_dir, run_key)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, start_epoch, train_seconds = state["history"], state["epoch"] + 1, state["train_seconds"]
+        print(f"resuming {model_name} from epoch {start_epoch}")
+
+    for epoch in range(start_epoch, cfg["epochs"]):
+        epoch_start = time.perf_counter()
+        # Every epoch's randomness derives from (seed, epoch) alone, so a resumed run
+        # replays exactly what an uninterrupted one would have done.
+        seed_everything(seed * 1000 + epoch)
+        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg["batch_size"], shuffle=True,
+                                             generator=generator, num_workers=cfg["num_workers"],
+                                             drop_last=len(dataset) > cfg["batch_size"])
+        lr = lr_at(epoch, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        loss_sum = correct = seen = 0
+        bar = tqdm(loader, desc=f"{model_name} epoch {epoch + 1}/{cfg['epochs']}", leave=False,
+                   mininterval=1.0, disable=None)
+        for inputs, target in bar:
+            inputs, target = [x.to(device) for x in inputs], target.to(device)
+            logits = model(*inputs)
+            loss = criterion(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(target)
+            correct += (logits.argmax(1) == target).sum().item()
+            seen += len(target)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.4f}")
+        test = evaluate(model, test_x, test_y, len(classes), device)
+        train_seconds += time.perf_counter() - epoch_start
+        history.append({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_top1": correct / seen,
+                        "test_loss": test["loss"], "test_top1": test["top1"]})
+        print(f"{model_name} epoch {epoch + 1}/{cfg['epochs']}: lr {lr:.5f} train loss {loss_sum / seen:.4f} "
+              f"top1 {correct / seen:.4f} | test loss {test['loss']:.4f} top1 {test['top1']:.4f}", flush=True)
+        save_checkpoint(ckpt_dir, epoch, {"epoch": epoch, "run_key": run_key, "model": model.state_dict(),
+                                          "optimizer": optimizer.state_dict(), "history": history,
+                                          "train_seconds": train_seconds})
+
+    final = evaluate(model, test_x, test_y, len(classes), device)
+    out_dir = Path(out_dir)
+    model_path = out_dir / "model.pt"
+    with atomic_path(model_path) as tmp:
+        torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "spec": spec,
+                    "name": model_name, "classes": classes, "height": height, "width": width,
+                    "yuv_matrix": fmt_manifest.get("yuv_matrix")}, tmp)
+    write_text(out_dir / "history.csv", "epoch,lr,train_loss,train_top1,test_loss,test_top1\n" + "".join(
+        f"{h['epoch']},{h['lr']:.6g},{h['train_loss']:.6f},{h['train_top1']:.6f},{h['test_loss']:.6f},"
+        f"{h['test_top1']:.6f}\n" for h in history))
+    metrics = {
+        "model": model_name, "input_format": fmt, "arch": spec["arch"], "width_mult": spec["width_mult"],
+        "top1": final["top1"], "loss": final["loss"], "per_class_top1": dict(zip(classes, final["per_class_top1"])),
+        "epochs": cfg["epochs"], "train_images": len(dataset), "test_images": len(test_y),
+        "params": sum(p.numel() for p in model.parameters()), "device": str(device),
+        "wall_time_s": round(train_seconds, 2), "model_sha256": sha256_file(model_path),
+        "provenance": provenance(run_key),
+    }
+    write_json(out_dir / "train_metrics.json", metrics)  # written last: marks the stage complete
+    return metrics
+
+
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--model", required=True, help="a key of params.yaml models")
+    parser.add_argument("--data", default="data/packed", help="folder with the packed rgb/ and <format>/ splits")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--checkpoints", help="default: results/checkpoints/<model>")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    ckpt_dir = args.checkpoints or f"results/checkpoints/{args.model}"
+    metrics = train(params, args.model, args.data, args.out, ckpt_dir)
+    print(f"{args.model}: test top-1 {metrics['top1']:.4f} after {metrics['epochs']} epochs "
+          f"({metrics['wall_time_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
