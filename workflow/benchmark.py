@@ -33,7 +33,8 @@ RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime"}
 def run_on_device(device, runner_args, workdir):
     """Run device_runner.py with ``runner_args`` on ``device``; return its result dict.
 
-    ``runner_args`` name files in ``workdir`` (the model, inputs and result paths).
+    The one place that knows how to reach a device. ``local`` runs the runner in a
+    fresh process with this interpreter; the result lands in the scratch ``workdir``.
     """
     if device != "local":
         raise UserError(f"device {device!r}: only 'local' is supported")
@@ -42,24 +43,8 @@ def run_on_device(device, runner_args, workdir):
                           capture_output=True, text=True)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [f"no error output, exit status {proc.returncode}"]
-        raise UserError(f"device_runner on {device} failed: {lines[-1]}")
+        raise UserError(f"device_runner on {device} failed: {lines[-1].removeprefix('error: ')}")
     return json.loads(out.read_text())
-
-
-def summarize(result):
-    """The figures a summary table needs, at 1 thread (or the fewest threads swept)."""
-    sweep = result["threads"]
-    base = sweep[min(sweep, key=int)]
-    return {
-        "threads": base["threads"],
-        **{f"latency_{k}_ms": base["latency_ms"][k] for k in ("p50", "mean", "p90", "p99", "min", "max", "std")},
-        "first_run_ms": result["first_run_ms"],
-        "load_ms": result["load_ms"],
-        "throughput_fps": {t: r["throughput_fps"] for t, r in sweep.items()},
-        "peak_rss_mb": result["memory"]["peak_rss_mb"],
-        "providers_active": result["runtime"]["providers_active"],
-        "provider_fallback": result["runtime"]["provider_fallback"],
-    }
 
 
 def benchmark(params, device, model_name, artifact, packed, manifest_path):
@@ -100,8 +85,7 @@ def benchmark(params, device, model_name, artifact, packed, manifest_path):
         "artifact": str(artifact),
         "artifact_sha256": sha256_file(artifact),
         "input_format": input_format,
-        **onnx_stats(artifact),
-        "summary": summarize(result),
+        "model_stats": onnx_stats(artifact),
         **result,
         "provenance": provenance(params_hash(settings)),
     }
@@ -128,9 +112,9 @@ def main(argv=None):
                         f"({', '.join(params['benchmark']['devices'])})")
     result = benchmark(params, args.device, args.model_name, args.artifact, args.packed, args.manifest)
     write_json(args.out, result)
-    s = result["summary"]
-    print(f"{args.model_name} on {args.device}: p50 {s['latency_p50_ms']:.3f} ms at {s['threads']} thread(s), "
-          f"peak RSS {s['peak_rss_mb']:.0f} MB -> {args.out}")
+    first = result["threads"][str(params["benchmark"]["threads"][0])]
+    print(f"{args.model_name} on {args.device}: p50 {first['latency_ms']['p50']:.3f} ms at {first['threads']} "
+          f"thread(s), peak RSS {result['memory']['peak_rss_mb']:.0f} MB -> {args.out}")
 
 
 if __name__ == "__main__":

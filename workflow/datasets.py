@@ -8,6 +8,7 @@ tensors). Image layouts: ``rgb`` is HWC; ``yuv420`` is one I420 buffer of H*W*3/
 bytes per image (Y plane, then U, then V).
 """
 import hashlib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,7 @@ def _load_npz(path):
     try:
         archive = np.load(path, allow_pickle=False)
         names = set(archive.files)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise UserError(f"{path}: not a readable .npz array file ({err})") from None
     keys = next((k for k in NPZ_KEYS if set(k) <= names), None)
     if keys is None:
@@ -94,7 +95,7 @@ def _load_npz(path):
         num_classes = int(max(splits["train"][1].max(), splits["test"][1].max())) + 1
         classes = ([str(c) for c in archive["label_names"]] if "label_names" in names
                    else [str(i) for i in range(num_classes)])
-    except (OSError, ValueError, EOFError) as err:  # zip member truncated or corrupt
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # zip member truncated or corrupt
         raise UserError(f"{path}: corrupt array file ({err})") from None
     if splits["train"][0].shape[1:] != splits["test"][0].shape[1:]:
         raise UserError(f"{path}: train and test images differ in size")

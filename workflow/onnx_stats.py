@@ -5,8 +5,11 @@ Rules (so that numbers from different exporters compare):
 * ``params``: the element count of every initializer that holds weights, i.e. of
   floating-point or 8/16/32-bit integer type with at least 2 elements. int64
   initializers (shapes, axes, indices) and scalars (epsilons, quantization scales
-  and zero points) are left out. A model whose BatchNorm is folded into Conv so
-  counts the fused conv bias instead of BN's scale and shift.
+  and zero points) are left out. Each stored tensor counts once, as in the file
+  (the TorchScript exporter stores identical tensors once, e.g. an untrained
+  BatchNorm's). A BatchNorm folded into Conv counts as the fused conv bias; an
+  unfolded one counts its scale, bias, mean and variance. Constants the model
+  keeps in its graph (e.g. a 3-element normalisation mean) count too.
 * ``macs``: one multiply-accumulate per weight per output position, at batch 1,
   for Conv / ConvInteger / QLinearConv / ConvTranspose (grouped and depthwise
   included), Gemm and MatMul / MatMulInteger / QLinearMatMul. Bias additions,

@@ -116,6 +116,13 @@ def seed_everything(seed):
 
 
 # ----------------------------------------------------------------------------- checkpoints
+def save_torch(obj, path):
+    """torch.save through a file object: the archive does not embed the (temporary) file name,
+    so the same weights always give the same bytes."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+
+
 def checkpoint_paths(ckpt_dir):
     return sorted(Path(ckpt_dir).glob("epoch-*.pt"))
 
@@ -123,8 +130,7 @@ def checkpoint_paths(ckpt_dir):
 def save_checkpoint(ckpt_dir, epoch, state):
     """Write epoch-NNNN.pt atomically, then its .sha256; a .pt without a .sha256 is incomplete."""
     path = Path(ckpt_dir) / f"epoch-{epoch:04d}.pt"
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
     write_text(path.with_suffix(".pt.sha256"), sha256_file(path) + "\n")
     for old in checkpoint_paths(ckpt_dir)[:-2]:  # keep the two newest
         old.unlink(missing_ok=True)
@@ -245,10 +251,9 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir):
     final = evaluate(model, test_x, test_y, len(classes), device)
     out_dir = Path(out_dir)
     model_path = out_dir / "model.pt"
-    with atomic_path(model_path) as tmp:
-        torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "spec": spec,
-                    "name": model_name, "classes": classes, "height": height, "width": width,
-                    "yuv_matrix": fmt_manifest.get("yuv_matrix")}, tmp)
+    save_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "spec": spec,
+                "name": model_name, "classes": classes, "height": height, "width": width,
+                "yuv_matrix": fmt_manifest.get("yuv_matrix")}, model_path)
     write_text(out_dir / "history.csv", "epoch,lr,train_loss,train_top1,test_loss,test_top1\n" + "".join(
         f"{h['epoch']},{h['lr']:.6g},{h['train_loss']:.6f},{h['train_top1']:.6f},{h['test_loss']:.6f},"
         f"{h['test_top1']:.6f}\n" for h in history))

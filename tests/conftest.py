@@ -1,0 +1,93 @@
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CIFAR_NPZ = SHARED / "data" / "cifar10-partial" / "cifar10_partial.npz"
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def base_params():
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def tiny_params(**sections):
+    """params.yaml for the real CIFAR-10 images in ../shared, small enough for a test."""
+    params = base_params()
+    params["data"].update(source="npz", path=str(CIFAR_NPZ), train_subset=512, test_subset=256, calib_subset=32)
+    params["train"].update(epochs=1, batch_size=64, num_threads=1)
+    params["train"]["schedule"].update(cosine_epochs=1, milestones=[])
+    params["export"].update(parity_samples=16)
+    params["benchmark"].update(warmup_runs=2, min_runs=5, min_duration_s=0.0, threads=[1], samples=4)
+    for name, values in sections.items():
+        if isinstance(values, dict) and isinstance(params.get(name), dict):
+            params[name].update(values)
+        else:
+            params[name] = values
+    return params
+
+
+def write_params(path, params):
+    path = Path(path)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def run_module(module, *args, cwd=REPO, check=False, timeout=600):
+    """Run ``python -m workflow.<module>`` as a user would; returns the CompletedProcess."""
+    result = subprocess.run([sys.executable, "-m", f"workflow.{module}", *map(str, args)], cwd=cwd,
+                            capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    if check and result.returncode != 0:
+        raise AssertionError(f"workflow.{module} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="session")
+def cifar_npz():
+    if not CIFAR_NPZ.exists():
+        pytest.skip(f"{CIFAR_NPZ} not present (the shared data folder sits beside the repository)")
+    return CIFAR_NPZ
+
+
+@pytest.fixture(scope="session")
+def packed_dir(tmp_path_factory, cifar_npz):
+    """Both color formats packed from the real CIFAR-10 images (small subsets)."""
+    root = tmp_path_factory.mktemp("packed")
+    params = write_params(root / "params.yaml", tiny_params())
+    for fmt in ("rgb", "yuv420"):
+        run_module("pack", "--params", params, "--format", fmt, "--out", root / fmt, check=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, packed_dir):
+    """One epoch of each input format on the tiny packed set: {fmt: model dir}."""
+    root = tmp_path_factory.mktemp("trained")
+    params = write_params(root / "params.yaml", tiny_params())
+    out = {}
+    for model in ("mobilenetv2-rgb", "mobilenetv2-yuv420"):
+        run_module("train", "--params", params, "--model", model, "--data", packed_dir, "--out", root / model,
+                   "--checkpoints", root / "ckpt" / model, check=True)
+        out[model] = root / model
+    return out
+
+
+def deep_copy(obj):
+    return copy.deepcopy(obj)

@@ -1,0 +1,115 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO, assert_one_line_error, base_params, run_module, write_params
+from workflow.config import load_params, validate
+from workflow.errors import UserError
+
+
+def mutate(path, value):
+    params = base_params()
+    node = params
+    for key in path[:-1]:
+        node = node[key]
+    if value is DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return params
+
+
+DELETE = object()
+# (path, bad value, text the one-line error must contain)
+MUTATIONS = [
+    (("seed",), "zero", "'seed'"),
+    (("seed",), -1, "'seed'"),
+    (("data", "source"), "cifar100", "'data.source'"),
+    (("data", "train_subset"), 1.5, "'data.train_subset'"),
+    (("data", "calib_subset"), 0, "'data.calib_subset'"),
+    (("data", "yuv_matrix"), "bt2020", "bt601"),
+    (("data", "download"), "yes", "'data.download'"),
+    (("data", "path"), DELETE, "path"),
+    (("models",), {}, "'models'"),
+    (("models", "Bad Name!"), {"arch": "mobilenetv2", "width_mult": 1.0, "input_format": "rgb"}, "'models'"),
+    (("models", "mobilenetv2-rgb", "arch"), "vgg", "'models.mobilenetv2-rgb.arch'"),
+    (("models", "mobilenetv2-rgb", "input_format"), "nv12", "'models.mobilenetv2-rgb.input_format'"),
+    (("models", "mobilenetv2-rgb", "width_mult"), 0, "'models.mobilenetv2-rgb.width_mult'"),
+    (("models", "mobilenetv2-rgb", "depth"), 3, "'depth'"),
+    (("train", "epochs"), 0, "'train.epochs'"),
+    (("train", "lr"), "fast", "'train.lr'"),
+    (("train", "schedule", "gamma"), 2, "'train.schedule.gamma'"),
+    (("train", "schedule", "milestones"), "5", "'train.schedule.milestones'"),
+    (("train", "augment", "color_jitter"), [0.1, 0.2], "'train.augment.color_jitter'"),
+    (("train", "device"), "tpu", "'train.device'"),
+    (("train", "optimizer"), "adam", "'optimizer'"),
+    (("export", "opset"), 7, "'export.opset'"),
+    (("export", "parity_atol"), -1, "'export.parity_atol'"),
+    (("evaluate",), DELETE, "evaluate"),
+    (("benchmark", "threads"), [], "'benchmark.threads'"),
+    (("benchmark", "threads"), [0], "'benchmark.threads.0'"),
+    (("benchmark", "devices"), ["rpi; rm -rf /"], "'benchmark.devices.0'"),
+    (("benchmark", "devices"), ["nosuchboard"], "'benchmark.devices.0'"),
+    (("benchmark", "min_runs"), None, "'benchmark.min_runs'"),
+    (("typo_section",), {}, "'typo_section'"),
+]
+
+
+@pytest.mark.parametrize("path, value, fragment", MUTATIONS, ids=lambda v: str(v)[:30])
+def test_mutated_params_give_one_line_error_naming_the_key(path, value, fragment):
+    with pytest.raises(UserError) as err:
+        validate(mutate(path, value))
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("params.yaml: ")
+    assert fragment in message, message
+
+
+def test_enum_error_lists_allowed_values():
+    with pytest.raises(UserError, match='expected one of "cifar10", "npz", "imagefolder"'):
+        validate(mutate(("data", "source"), "mnist"))
+
+
+def test_shipped_params_are_valid():
+    load_params(REPO / "params.yaml")
+
+
+def test_invalid_yaml_is_one_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: [1, 2\n")
+    with pytest.raises(UserError, match="not valid YAML at line"):
+        load_params(path)
+
+
+def test_stage_entry_point_reports_without_traceback(tmp_path):
+    params = write_params(tmp_path / "params.yaml", mutate(("train", "epochs"), -3))
+    result = run_module("pack", "--params", params, "--format", "rgb", "--out", tmp_path / "out")
+    assert_one_line_error(result, "'train.epochs'", "got -3")
+    assert not (tmp_path / "out").exists()
+
+
+def test_snakefile_validates_before_any_job(tmp_path):
+    for item in ("Snakefile", "rules", "workflow", "profiles"):
+        (tmp_path / item).symlink_to(REPO / item)
+    write_params(tmp_path / "params.yaml", mutate(("data", "source"), "cifar100"))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error" in line.lower()]
+    assert errors == ["error: params.yaml: key 'data.source': got \"cifar100\", expected one of "
+                      "\"cifar10\", \"npz\", \"imagefolder\""], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_set_params_keeps_comments_and_rejects_bad_values(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    run_module("set_params", "--params", path, "train.epochs=3", "data.source=npz", check=True)
+    text = path.read_text()
+    assert "# seed 000's \"mixed\" schedule" in text
+    assert yaml.safe_load(text)["train"]["epochs"] == 3
+    result = run_module("set_params", "--params", path, "train.epochs=zero")
+    assert_one_line_error(result, "'train.epochs'")
+    assert yaml.safe_load(path.read_text())["train"]["epochs"] == 3
