@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `import workflow` from any working directory
 SHARED = REPO.parent / "shared"
 CIFAR_NPZ = SHARED / "data" / "cifar10-partial" / "cifar10_partial.npz"
 

@@ -51,9 +51,12 @@ class Runtime:
     ``load(threads)`` opens a fresh session; ``run`` then calls the model on one feed
     (the object ``make_feed`` built from a {input name: batch-1 array} dict).
     "Providers" are ORT execution providers, LiteRT delegates or Hailo devices.
+    A subclass sets ``version`` and may bind ``run`` to the runtime's own call in
+    ``load``, so the timing loop calls it directly.
     """
 
     name = None
+    version = None
     default_providers = ()
 
     def __init__(self, model_path, providers):

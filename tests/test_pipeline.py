@@ -1,0 +1,111 @@
+"""End to end on real CIFAR-10 images: Snakemake runs the DAG, DVC versions it, both agree on what is current."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import CIFAR_NPZ, REPO
+
+pytestmark = pytest.mark.slow
+
+TINY = ["data.source=npz", f"data.path={CIFAR_NPZ}", "data.train_subset=2048", "data.test_subset=500",
+        "data.calib_subset=32", "train.epochs=2", "train.batch_size=32", "train.num_threads=1", "train.schedule.cosine_epochs=2",
+        "train.schedule.milestones=[]", "export.parity_samples=16", "benchmark.warmup_runs=2",
+        "benchmark.min_runs=10", "benchmark.min_duration_s=0", "benchmark.threads=[1, 2]", "benchmark.samples=4"]
+RGB_BRANCH = {"train-mobilenetv2-rgb", "export-mobilenetv2-rgb", "evaluate-mobilenetv2-rgb-onnx-fp32",
+              "benchmark-local-mobilenetv2-rgb-onnx-fp32", "aggregate"}
+
+
+def sh(project, *cmd, check=True):
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(list(cmd), cwd=project, capture_output=True, text=True, env=env, timeout=1200)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def snakemake_plan(project):
+    out = sh(project, sys.executable, "-m", "snakemake", "-n", "--cores", "2", "results/summary.csv").stdout
+    return re.findall(r"^(?:local)?rule (\w+):", out, re.M), out
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    if not CIFAR_NPZ.exists():
+        pytest.skip(f"{CIFAR_NPZ} not present")
+    project = tmp_path_factory.mktemp("project")
+    files = sh(REPO, "git", "ls-files", "--cached", "--others", "--exclude-standard").stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, project / name)
+    sh(project, sys.executable, "-m", "workflow.set_params", *TINY)
+    sh(project, sys.executable, "-m", "workflow.dag")
+    sh(project, "git", "init", "-q")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
+    sh(project, sys.executable, "-m", "snakemake", "--cores", "2", "results/summary.csv")
+    return project
+
+
+def test_summary_rows_measured_from_onnx(project):
+    table = pd.read_csv(project / "results" / "summary.csv")
+    assert sorted(table["model"]) == ["mobilenetv2-rgb", "mobilenetv2-yuv420"]
+    assert set(table["input_format"]) == {"rgb", "yuv420"}
+    assert (table["runtime"] == "onnxruntime").all() and (table["device"] == "local").all()
+    assert (table["status"] == "ok").all() and (table["test_images"] == 500).all()
+    assert (table["top1"] > 0.15).all()  # 10 classes: chance is 0.10
+    assert ((table["top1"] - table["top1_pytorch"]).abs() <= 2 / 500).all()
+    assert (table["latency_p50_ms"] > 0).all() and (table["throughput_fps"] > 0).all()
+    assert (table["latency_p50_ms"] <= table["latency_p99_ms"]).all()
+    assert (table["macs"] > 1e6).all() and (table["params"] > 1e5).all()
+    assert table["git_commit"].str.len().min() >= 40
+    assert "| mobilenetv2-yuv420 |" in (project / "results" / "summary.md").read_text()
+
+
+def test_noop_rerun(project):
+    jobs, out = snakemake_plan(project)
+    assert jobs == [] and "Nothing to be done" in out
+
+
+def test_param_change_reruns_only_the_affected_branch(project):
+    sh(project, "dvc", "commit", "-f", "-q")  # version what Snakemake produced
+    assert sh(project, "dvc", "status", "--json").stdout.strip() == "{}"
+    sh(project, sys.executable, "-m", "workflow.set_params", "models.mobilenetv2-rgb.width_mult=0.35")
+    jobs, _ = snakemake_plan(project)
+    assert sorted(jobs) == sorted(["train", "export_onnx", "evaluate", "benchmark", "aggregate"])
+
+    out = sh(project, "dvc", "repro").stdout
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == RGB_BRANCH
+    assert "Stage 'pack-rgb' didn't change" in out and "Stage 'train-mobilenetv2-yuv420' didn't change" in out
+
+    sh(project, sys.executable, "-m", "workflow.sync")
+    jobs, _ = snakemake_plan(project)
+    assert jobs == []
+
+
+def test_dvc_checkout_then_sync_does_not_rerun(project):
+    victims = ["data/packed/rgb/train.npy", "results/models/mobilenetv2-yuv420/model.pt",
+               "results/artifacts/mobilenetv2-rgb/onnx-fp32.onnx", "results/summary.csv"]
+    sh(project, "dvc", "commit", "-f", "-q")
+    before = {v: (project / v).read_bytes() for v in victims}
+    for v in victims:
+        (project / v).unlink()
+    sh(project, "dvc", "checkout", "-q")
+    assert {v: (project / v).read_bytes() for v in victims} == before
+    jobs, _ = snakemake_plan(project)
+    assert jobs, "DVC restored files with new timestamps; Snakemake alone would rerun"
+    sh(project, sys.executable, "-m", "workflow.sync")
+    jobs, _ = snakemake_plan(project)
+    assert jobs == []
+    assert {v: (project / v).read_bytes() for v in victims} == before
+
+
+def test_sync_refuses_when_dvc_is_stale(project):
+    sh(project, sys.executable, "-m", "workflow.set_params", "evaluate.batch_size=128")
+    result = sh(project, sys.executable, "-m", "workflow.sync", check=False)
+    assert result.returncode == 2 and "run `dvc repro`" in result.stderr and "Traceback" not in result.stderr
