@@ -4,7 +4,8 @@
 # no job started) and by every stage. dvc.yaml is generated from the same file
 # (python -m workflow.dag) and tests/test_dag_parity.py keeps the two in step.
 
-from workflow.dag import ARTIFACTS, BENCHMARK_KEYS, FORMATS, PACKED, artifact_path
+from workflow.dag import (BENCHMARK_KEYS, FORMATS, PACKED, artifact_path, artifacts_by_producer, artifacts_of,
+                          quantize_args, report_path)
 from workflow.errors import UserError
 from workflow.config import load_params
 
@@ -22,7 +23,7 @@ for _device in DEVICES:
 wildcard_constraints:
     fmt="|".join(FORMATS),
     model="|".join(MODELS),
-    artifact="|".join(ARTIFACTS),
+    artifact="|".join(P["artifacts"]),
     device="|".join(DEVICES),
 
 
@@ -38,6 +39,7 @@ def packed(name):
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/export.smk"
+include: "rules/quantize.smk"
 include: "rules/evaluate.smk"
 include: "rules/benchmark.smk"
 include: "rules/aggregate.smk"
