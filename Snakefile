@@ -6,7 +6,8 @@
 
 from pathlib import Path
 
-from workflow.dag import ARTIFACTS, BENCHMARK_KEYS, FORMATS, PACKED, artifact_path, stages
+from workflow.dag import (BENCHMARK_KEYS, FORMATS, PACKED, artifact_path, artifacts_by_producer, artifacts_of,
+                          quantize_args, report_path, stages)
 from workflow.errors import UserError
 from workflow.config import load_params
 
@@ -25,7 +26,7 @@ for _device in DEVICES:
 wildcard_constraints:
     fmt="|".join(FORMATS),
     model="|".join(MODELS),
-    artifact="|".join(ARTIFACTS),
+    artifact="|".join(P["artifacts"]),
     device="|".join(DEVICES),
 
 
@@ -33,6 +34,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/export.smk"
+include: "rules/quantize.smk"
 include: "rules/evaluate.smk"
 include: "rules/benchmark.smk"
 include: "rules/aggregate.smk"

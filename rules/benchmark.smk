@@ -4,6 +4,7 @@ rule benchmark:
         "results/bench/{device}/{model}/{artifact}.json",
     input:
         artifact=lambda wc: artifact_path(wc.model, wc.artifact),
+        report=lambda wc: report_path(wc.model, wc.artifact),
         test=packed("test.npy"),
         manifest=packed("manifest.json"),
         code=["workflow/benchmark.py", "workflow/device_runner.py"],

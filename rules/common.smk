@@ -14,8 +14,8 @@ def summary_inputs(wildcards):
     files = []
     for model in MODELS:
         files.append(f"results/models/{model}/train_metrics.json")
-        for artifact in ARTIFACTS:
-            files.append(f"results/eval/{model}/{artifact}.json")
+        for artifact in artifacts_of(P, model):
+            files += [report_path(model, artifact), f"results/eval/{model}/{artifact}.json"]
             files += [f"results/bench/{device}/{model}/{artifact}.json" for device in DEVICES]
     return files
 

@@ -54,6 +54,15 @@ MUTATIONS = [
     (("benchmark", "devices"), ["nosuchboard"], "'benchmark.devices.0'"),
     (("benchmark", "min_runs"), None, "'benchmark.min_runs'"),
     (("typo_section",), {}, "'typo_section'"),
+    (("artifacts", "onnx-fp32"), DELETE, "onnx-fp32"),
+    (("artifacts", "pt-int8"), {"quantize": {"method": "dynamic"}}, "'artifacts'"),
+    (("artifacts", "onnx-int8-static", "quantize", "calibration"), "kl", "minmax"),
+    (("artifacts", "onnx-int8-static", "quantize", "method"), "awq", "'artifacts.onnx-int8-static.quantize.method'"),
+    (("artifacts", "onnx-int8-static", "quantize", "calib_size"), 5000, "data.calib_subset"),
+    (("artifacts", "onnx-int8-dynamic", "quantize", "format"), "qdq", "'artifacts.onnx-int8-dynamic.quantize.format'"),
+    (("artifacts", "onnx-int8-static", "quantize", "percentile"), 99.9, "calibration: percentile"),
+    (("artifacts", "onnx-int8-static"), {}, "'artifacts.onnx-int8-static'"),
+    (("models", "mobilenetv2-rgb", "artifacts"), ["onnx-fp16"], "'models.mobilenetv2-rgb.artifacts.0'"),
 ]
 
 

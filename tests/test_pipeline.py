@@ -13,11 +13,13 @@ from conftest import CIFAR_NPZ, REPO
 pytestmark = pytest.mark.slow
 
 TINY = ["data.source=npz", f"data.path={CIFAR_NPZ}", "data.train_subset=2048", "data.test_subset=500",
-        "data.calib_subset=32", "train.epochs=2", "train.batch_size=32", "train.num_threads=1", "train.schedule.cosine_epochs=2",
+        "data.calib_subset=32", "artifacts.onnx-int8-static.quantize.calib_size=32", "train.epochs=2", "train.batch_size=32", "train.num_threads=1", "train.schedule.cosine_epochs=2",
         "train.schedule.milestones=[]", "export.parity_samples=16", "benchmark.warmup_runs=2",
         "benchmark.min_runs=10", "benchmark.min_duration_s=0", "benchmark.threads=[1, 2]", "benchmark.samples=4"]
-RGB_BRANCH = {"train-mobilenetv2-rgb", "export-mobilenetv2-rgb", "evaluate-mobilenetv2-rgb-onnx-fp32",
-              "benchmark-local-mobilenetv2-rgb-onnx-fp32", "aggregate"}
+RGB_BRANCH = {"train-mobilenetv2-rgb", "export-mobilenetv2-rgb", "aggregate"} | {
+    f"{stage}-mobilenetv2-rgb-{artifact}" for artifact in ("onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static")
+    for stage in ("evaluate", "benchmark-local")} | {
+    f"quantize-mobilenetv2-rgb-{artifact}" for artifact in ("onnx-int8-dynamic", "onnx-int8-static")}
 
 
 def sh(project, *cmd, check=True):
@@ -54,12 +56,15 @@ def project(tmp_path_factory):
 
 def test_summary_rows_measured_from_onnx(project):
     table = pd.read_csv(project / "results" / "summary.csv")
-    assert sorted(table["model"]) == ["mobilenetv2-rgb", "mobilenetv2-yuv420"]
+    assert len(table) == 6 and sorted(set(table["model"])) == ["mobilenetv2-rgb", "mobilenetv2-yuv420"]
+    assert set(table["artifact"]) == {"onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static"}
     assert set(table["input_format"]) == {"rgb", "yuv420"}
     assert (table["runtime"] == "onnxruntime").all() and (table["device"] == "local").all()
     assert (table["status"] == "ok").all() and (table["test_images"] == 500).all()
     assert (table["top1"] > 0.15).all()  # 10 classes: chance is 0.10
-    assert ((table["top1"] - table["top1_pytorch"]).abs() <= 2 / 500).all()
+    fp32 = table["precision"] == "fp32"
+    assert ((table["top1"] - table["top1_pytorch"]).abs()[fp32] <= 2 / 500).all()
+    assert ((table["top1"] - table["top1_pytorch"]).abs()[~fp32] <= 0.05).all()  # int8 stays close
     assert (table["latency_p50_ms"] > 0).all() and (table["throughput_fps"] > 0).all()
     assert (table["latency_p50_ms"] <= table["latency_p99_ms"]).all()
     assert (table["macs"] > 1e6).all() and (table["params"] > 1e5).all()
@@ -77,7 +82,8 @@ def test_param_change_reruns_only_the_affected_branch(project):
     assert sh(project, "dvc", "status", "--json").stdout.strip() == "{}"
     sh(project, sys.executable, "-m", "workflow.set_params", "models.mobilenetv2-rgb.width_mult=0.35")
     jobs, _ = snakemake_plan(project)
-    assert sorted(jobs) == sorted(["train", "export_onnx", "evaluate", "benchmark", "aggregate"])
+    assert sorted(jobs) == sorted(["train", "export_onnx", "aggregate"] + ["quantize_onnx"] * 2
+                                  + ["evaluate"] * 3 + ["benchmark"] * 3)
 
     out = sh(project, "dvc", "repro").stdout
     assert set(re.findall(r"Running stage '([^']+)'", out)) == RGB_BRANCH

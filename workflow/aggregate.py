@@ -11,13 +11,13 @@ from pathlib import Path
 import pandas as pd
 
 from workflow.config import load_params
-from workflow.dag import ARTIFACTS
+from workflow.dag import artifacts_of
 from workflow.errors import UserError, cli
 from workflow.io import atomic_path, read_json, write_text
 
 COLUMNS = [
-    "model", "arch", "width_mult", "input_format", "artifact", "format", "precision", "runtime", "device",
-    "status", "top1", "top1_pytorch", "test_images", "params", "macs", "size_bytes", "threads",
+    "model", "arch", "width_mult", "input_format", "artifact", "format", "precision", "quant_method",
+    "calibration", "runtime", "device", "status", "reason", "top1", "top1_pytorch", "test_images", "params", "macs", "size_bytes", "threads",
     "latency_first_ms", "latency_mean_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
     "throughput_fps", "throughput_fps_best", "throughput_best_threads", "peak_rss_mb",
     "providers", "cpu_model", "git_commit",
@@ -41,37 +41,52 @@ def bench_columns(bench, sweep_threads):
     }
 
 
+def artifact_columns(params, artifact, report):
+    """What the artifact is: format, precision and how it was quantized."""
+    quantize = params["artifacts"][artifact].get("quantize", {})
+    return {"format": report.get("format", artifact.split("-")[0]),
+            "precision": report.get("precision", artifact.split("-", 1)[1]),
+            "quant_method": quantize.get("method"),
+            "calibration": report.get("calibration")}
+
+
 def rows(params, results):
     results = Path(results)
     for model, spec in params["models"].items():
         train = read_json(results / "models" / model / "train_metrics.json")
-        for artifact in ARTIFACTS:
-            fmt, precision = artifact.split("-", 1)
+        for artifact in artifacts_of(params, model):
+            report = read_json(results / "artifacts" / model / f"{artifact}.json")
             evaluation = read_json(results / "eval" / model / f"{artifact}.json")
             for device in params["benchmark"]["devices"]:
                 bench = read_json(results / "bench" / device / model / f"{artifact}.json")
-                yield {
-                    "model": model, "arch": spec["arch"], "width_mult": spec["width_mult"],
-                    "input_format": spec["input_format"], "artifact": artifact, "format": fmt,
-                    "precision": precision, "runtime": evaluation["runtime"], "device": device, "status": "ok",
-                    "top1": evaluation["top1"], "top1_pytorch": train["top1"],
-                    "test_images": evaluation["test_images"],
-                    **bench_columns(bench, params["benchmark"]["threads"]),
-                    "git_commit": bench["provenance"]["git_commit"],
-                }
+                row = {"model": model, "arch": spec["arch"], "width_mult": spec["width_mult"],
+                       "input_format": spec["input_format"], "artifact": artifact,
+                       **artifact_columns(params, artifact, report), "device": device,
+                       "top1_pytorch": train["top1"], "git_commit": bench["provenance"]["git_commit"]}
+                failed = next((r for r in (report, evaluation, bench) if r.get("status") == "failed"), None)
+                if failed:  # a failed format is a row with the reason, never a missing row
+                    yield {**row, "status": "failed", "reason": failed["reason"]}
+                    continue
+                yield {**row, "runtime": evaluation["runtime"], "status": "ok", "top1": evaluation["top1"],
+                       "test_images": evaluation["test_images"],
+                       **bench_columns(bench, params["benchmark"]["threads"])}
 
 
 def to_markdown(table):
-    view = table[["model", "input_format", "artifact", "runtime", "device", "top1", "params", "macs",
+    view = table[["model", "input_format", "artifact", "runtime", "device", "status", "top1", "params", "macs",
                   "size_bytes", "latency_first_ms", "latency_p50_ms", "latency_p99_ms", "throughput_fps",
                   "throughput_fps_best", "peak_rss_mb"]].copy()
-    view["top1"] = (view["top1"] * 100).map("{:.2f} %".format)
-    view["size_bytes"] = (view["size_bytes"] / 1e6).map("{:.2f} MB".format)
-    view["macs"] = (view["macs"] / 1e6).map("{:.1f} M".format)
+    def fmt(column, scale, template):
+        view[column] = (view[column] * scale).map(lambda v: "" if pd.isna(v) else template.format(v))
+
+    fmt("top1", 100, "{:.2f} %")
+    fmt("size_bytes", 1e-6, "{:.2f} MB")
+    fmt("macs", 1e-6, "{:.1f} M")
     view = view.rename(columns={"size_bytes": "size", "latency_first_ms": "first run (ms)",
                                 "latency_p50_ms": "p50 (ms)", "latency_p99_ms": "p99 (ms)",
                                 "throughput_fps": "fps (1 thr)", "throughput_fps_best": "fps (best)",
                                 "peak_rss_mb": "peak RSS (MB)"})
+    view = view.astype(object).where(view.notna(), "")  # a failed row shows blanks, not nan
     return "# Summary\n\n" + view.to_markdown(index=False, floatfmt=".2f") + "\n"
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workflow.artifacts import failure_reason
 from workflow.config import load_params, params_hash
 from workflow.datasets import load_packed, to_model_inputs
 from workflow.errors import UserError, cli
@@ -82,6 +83,7 @@ def benchmark(params, device, model_name, artifact, packed, manifest_path):
     return {
         "model_name": model_name,
         "device": device,
+        "status": "ok",
         "artifact": str(artifact),
         "artifact_sha256": sha256_file(artifact),
         "input_format": input_format,
@@ -110,6 +112,13 @@ def main(argv=None):
     if args.device not in params["benchmark"]["devices"]:
         raise UserError(f"--device {args.device!r} is not in params.yaml benchmark.devices "
                         f"({', '.join(params['benchmark']['devices'])})")
+    reason = failure_reason(args.artifact)
+    if reason:  # the conversion failed: nothing to time, the row says why
+        write_json(args.out, {"model_name": args.model_name, "device": args.device, "artifact": args.artifact,
+                              "status": "failed", "reason": reason,
+                              "provenance": provenance(params_hash(params["benchmark"]))})
+        print(f"{args.artifact}: not benchmarked, its conversion failed ({reason})")
+        return
     result = benchmark(params, args.device, args.model_name, args.artifact, args.packed, args.manifest)
     write_json(args.out, result)
     first = result["threads"][str(params["benchmark"]["threads"][0])]

@@ -47,8 +47,12 @@ def _describe(error):
         allowed = f"a number {words[validator]} {expected}"
     elif validator in ("minItems", "maxItems", "minProperties", "uniqueItems", "minLength", "maxLength"):
         allowed = f"{validator} {expected}"
-    elif validator in ("pattern", "propertyNames"):
-        allowed = "a name matching ^[a-z0-9][a-z0-9_-]*$ (lower-case letters, digits, '-', '_')"
+    elif validator == "pattern":
+        allowed = f"a name matching {expected}"
+    elif validator == "propertyNames":
+        allowed = f"names matching {expected.get('pattern', expected)}"
+    elif validator in ("minProperties", "maxProperties") and key.startswith("artifacts."):
+        allowed = "exactly one producer key (quantize, ...)"
     else:
         allowed = error.message
     return f"key '{key}': got {value}, expected {allowed}"
@@ -70,10 +74,38 @@ def _check_semantics(params, source):
     if data["train_subset"] and data["calib_subset"] > data["train_subset"]:
         raise UserError(f"{source}: key 'data.calib_subset': got {data['calib_subset']}, expected at most "
                         f"data.train_subset ({data['train_subset']})")
+    for model, spec in params["models"].items():
+        for i, name in enumerate(spec.get("artifacts", [])):
+            if name not in params["artifacts"]:
+                raise UserError(f"{source}: key 'models.{model}.artifacts.{i}': got {name!r}, expected one of "
+                                f"{', '.join(params['artifacts'])}")
+    for name, spec in params["artifacts"].items():
+        if "quantize" in spec:
+            _check_quantize(spec["quantize"], f"artifacts.{name}.quantize", params, source)
     for i, device in enumerate(params["benchmark"]["devices"]):
         if device not in KNOWN_DEVICES:
             raise UserError(f"{source}: key 'benchmark.devices.{i}': got {device!r}, expected one of "
                             f"{', '.join(KNOWN_DEVICES)}")
+
+
+STATIC_ONLY = ("format", "calibration", "percentile", "calib_size", "calib_batch", "activation_type")
+
+
+def _check_quantize(q, key, params, source):
+    if q["method"] == "dynamic":
+        given = [k for k in STATIC_ONLY if k in q]
+        if given:
+            raise UserError(f"{source}: key '{key}.{given[0]}': only for method static (dynamic quantization "
+                            "computes activation ranges at run time)")
+    if "percentile" in q and q.get("calibration") != "percentile":
+        raise UserError(f"{source}: key '{key}.percentile': only with calibration: percentile")
+    calib_subset = params["data"]["calib_subset"]
+    if q.get("calib_size", 0) > calib_subset:
+        raise UserError(f"{source}: key '{key}.calib_size': got {q['calib_size']}, expected at most "
+                        f"data.calib_subset ({calib_subset}), the calibration images that are packed")
+    if q.get("activation_type") == "qint8" and q.get("weight_type") == "quint8":
+        raise UserError(f"{source}: key '{key}.weight_type': quint8 weights with qint8 activations are not "
+                        "supported by ONNX Runtime (use qint8)")
 
 
 def load_params(path="params.yaml"):

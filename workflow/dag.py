@@ -20,9 +20,8 @@ from workflow.errors import cli
 PARAMS = "params.yaml"
 PACKED = "data/packed"
 FORMATS = ("rgb", "yuv420")
-# Artifacts each trained model is exported to (format-precision); later stages add more.
-ARTIFACTS = ("onnx-fp32",)
-ARTIFACT_SUFFIX = {"onnx": ".onnx"}
+# An artifact's name starts with its file format: onnx-fp32, onnx-int8-static, tflite-fp16 ...
+FILE_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "hef": ".hef"}
 BENCHMARK_KEYS = ("warmup_runs", "min_runs", "min_duration_s", "threads", "samples")
 
 
@@ -38,7 +37,55 @@ class Stage:
 
 
 def artifact_path(model, artifact):
-    return f"results/artifacts/{model}/{artifact}{ARTIFACT_SUFFIX[artifact.split('-')[0]]}"
+    return f"results/artifacts/{model}/{artifact}{FILE_SUFFIX[artifact.split('-')[0]]}"
+
+
+def report_path(model, artifact):
+    """The JSON beside every artifact: settings, parity, checksums, and status ok/failed."""
+    return f"results/artifacts/{model}/{artifact}.json"
+
+
+def producer(params, artifact):
+    """The stage that makes an artifact: the one key of its params entry ('export' for onnx-fp32)."""
+    return next(iter(params["artifacts"][artifact]), "export")
+
+
+def artifacts_of(params, model):
+    """The artifacts a model is exported to: its own `artifacts` list, else all of them."""
+    return params["models"][model].get("artifacts", list(params["artifacts"]))
+
+
+def artifacts_by_producer(params, name):
+    return [a for a in params["artifacts"] if producer(params, a) == name]
+
+
+def quantize_args(spec):
+    """Command-line options of workflow.quantize for one `artifacts` entry (Snakefile and dvc.yaml share it)."""
+    q = spec["quantize"]
+    args = ["--method", q["method"]]
+    for key in ("format", "calibration", "percentile", "calib_size", "calib_batch", "weight_type",
+                "activation_type"):
+        if key in q:
+            args += [f"--{key.replace('_', '-')}", str(q[key])]
+    if "per_channel" in q:
+        args.append("--per-channel" if q["per_channel"] else "--no-per-channel")
+    return " ".join(args)
+
+
+def quantize_stage(params, model, artifact):
+    fmt = params["models"][model]["input_format"]
+    source, out = artifact_path(model, "onnx-fp32"), artifact_path(model, artifact)
+    return Stage(
+        f"quantize-{model}-{artifact}",
+        f"python -m workflow.quantize --params {PARAMS} --model {source} "
+        f"{quantize_args(params['artifacts'][artifact])} --calib {packed(fmt, 'calib.npy')} "
+        f"--manifest {packed(fmt, 'manifest.json')} --out {out}",
+        [source, packed(fmt, "calib.npy"), packed(fmt, "manifest.json"), "workflow/quantize.py"],
+        [out, report_path(model, artifact)], params=[f"artifacts.{artifact}"])
+
+
+# Stages that derive an artifact from a trained model, by the producer key of its params entry.
+PRODUCERS = {"quantize": quantize_stage}
 
 
 def packed(fmt, name):
@@ -73,16 +120,18 @@ def stages(params):
             f"--packed {packed(fmt, 'test.npy')} --out {onnx_path}",
             [f"{model_dir}/model.pt", packed(fmt, "test.npy"), "workflow/export.py", "workflow/models.py"],
             [onnx_path, onnx_path.rsplit(".", 1)[0] + ".json"], params=["export"]))
-        for artifact in ARTIFACTS:
-            path = artifact_path(model, artifact)
+        for artifact in artifacts_of(params, model):
+            if artifact != "onnx-fp32":
+                out.append(PRODUCERS[producer(params, artifact)](params, model, artifact))
+            path, report = artifact_path(model, artifact), report_path(model, artifact)
             eval_out = f"results/eval/{model}/{artifact}.json"
             out.append(Stage(
                 f"evaluate-{model}-{artifact}",
                 f"python -m workflow.evaluate --params {PARAMS} --artifact {path} --packed {packed(fmt, 'test.npy')} "
                 f"--manifest {packed(fmt, 'manifest.json')} --out {eval_out}",
-                [path, packed(fmt, "test.npy"), packed(fmt, "manifest.json"), "workflow/evaluate.py"],
+                [path, report, packed(fmt, "test.npy"), packed(fmt, "manifest.json"), "workflow/evaluate.py"],
                 [], params=["evaluate"], metrics=[eval_out]))
-            summary_deps.append(eval_out)
+            summary_deps += [report, eval_out]
             for device in params["benchmark"]["devices"]:
                 bench_out = f"results/bench/{device}/{model}/{artifact}.json"
                 out.append(Stage(
@@ -90,7 +139,7 @@ def stages(params):
                     f"python -m workflow.benchmark --params {PARAMS} --device {device} --model-name {model} "
                     f"--artifact {path} --packed {packed(fmt, 'test.npy')} "
                     f"--manifest {packed(fmt, 'manifest.json')} --out {bench_out}",
-                    [path, packed(fmt, "test.npy"), packed(fmt, "manifest.json"), "workflow/benchmark.py",
+                    [path, report, packed(fmt, "test.npy"), packed(fmt, "manifest.json"), "workflow/benchmark.py",
                      "workflow/device_runner.py"],
                     [], params=[f"benchmark.{k}" for k in BENCHMARK_KEYS], metrics=[bench_out]))
                 summary_deps.append(bench_out)
@@ -129,14 +178,14 @@ def paper_and_plot_stages(params, stages_so_far):
             [f"{folder}/table.md", f"{folder}/table.csv", f"{folder}/table.tex"],
             metrics=[f"{folder}/verdicts.json"]))
     bench = [f"results/bench/{device}/{model}/{artifact}.json" for model in params["models"]
-             for artifact in ARTIFACTS for device in params["benchmark"]["devices"]]
+             for artifact in artifacts_of(params, model) for device in params["benchmark"]["devices"]]
     pipeline = f" --pipeline {optional['pipeline']}" if "pipeline" in optional else ""
     out.append(Stage(
         "plots",
         f"python -m workflow.plots --params {PARAMS} --summary results/summary.csv{pipeline} "
         f"--bench {' '.join(bench)} --out results/plots",
-        ["results/summary.csv", *([optional["pipeline"]] if pipeline else []), *bench, f"{PAPERS_DIR}/yuv420_mobilenetv2.yaml",
-         "workflow/plots.py"],
+        ["results/summary.csv", *([optional["pipeline"]] if pipeline else []), *bench,
+         f"{PAPERS_DIR}/yuv420_mobilenetv2.yaml", "workflow/plots.py"],
         plot_files(params)))
     return out
 

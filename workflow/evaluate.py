@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workflow.artifacts import failure_reason
 from workflow.config import load_params, params_hash
 from workflow.datasets import load_packed, to_model_inputs
 from workflow.errors import UserError, cli
@@ -58,6 +59,12 @@ def load_runtime_model(path, num_threads):
 
 def evaluate(params, artifact, packed, manifest_path, out):
     cfg = params["evaluate"]
+    reason = failure_reason(artifact)
+    if reason:  # the conversion failed: carry its reason into this result instead of stopping the DAG
+        result = {"artifact": str(artifact), "status": "failed", "reason": reason,
+                  "provenance": provenance(params_hash(cfg))}
+        write_json(out, result)
+        return result
     manifest = read_json(manifest_path)
     images, labels = load_packed(packed, manifest, "test")
     model = load_runtime_model(artifact, cfg["num_threads"])
@@ -73,7 +80,7 @@ def evaluate(params, artifact, packed, manifest_path, out):
     confusion = np.zeros((len(classes), len(classes)), dtype=int)
     np.add.at(confusion, (labels, preds), 1)
     result = {
-        "artifact": str(artifact), "artifact_sha256": sha256_file(artifact),
+        "artifact": str(artifact), "status": "ok", "artifact_sha256": sha256_file(artifact),
         "runtime": model.runtime, "runtime_version": model.version, "providers": model.providers,
         "input_format": manifest["color_format"], "test_images": int(len(labels)),
         "top1": float(correct.mean()),
@@ -96,6 +103,9 @@ def main(argv=None):
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     result = evaluate(load_params(args.params), args.artifact, args.packed, args.manifest, args.out)
+    if result["status"] == "failed":
+        print(f"{args.artifact}: not evaluated, its conversion failed ({result['reason']})")
+        return
     print(f"{args.artifact}: top-1 {result['top1']:.4f} on {result['test_images']} images ({result['runtime']})")
 
 

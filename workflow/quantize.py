@@ -19,14 +19,17 @@ histogram calibrators hold one batch of intermediate outputs at a time.
 
 The model is written only after a parity check: quantized vs fp32 logits on the
 calibration images through ONNX Runtime. int8 legitimately differs, so the figures are
-recorded, and the stage fails only when fewer than half the argmaxes agree (a broken
-model). A report beside the model (<artifact>.json) records the settings, checksums,
-node-type counts, size ratio, timings and the parity figures.
+recorded; when the quantizer fails, the result does not run, or fewer than half the
+argmaxes agree (a broken model), the artifact is recorded as failed with the reason
+(workflow/artifacts.py) and the other formats go on. A report beside the model
+(<artifact>.json) records the status, settings, checksums, node-type counts, size ratio,
+timings and the parity figures.
 """
 import argparse
 import collections
 import contextlib
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +41,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       quantize_dynamic, quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from workflow.artifacts import write_failed
 from workflow.config import load_params, params_hash
 from workflow.datasets import load_packed, to_model_inputs
 from workflow.errors import UserError, cli
@@ -143,14 +147,18 @@ def run_logits(path, inputs, batch_size):
     return np.concatenate([session.run(None, b)[0] for b in batches(inputs, batch_size)])
 
 
-def parity(src, quantized, inputs, batch_size, out):
+class ConversionFailed(Exception):
+    """The quantized model is unusable; recorded as a failed artifact, not a user error."""
+
+
+def parity(src, quantized, inputs, batch_size):
     """Max |quantized - fp32| logits and argmax agreement on the calibration images."""
     reference = run_logits(src, inputs, batch_size)
     try:
         logits = run_logits(quantized, inputs, batch_size)
     except Exception as err:  # noqa: BLE001 - e.g. an operator/type combination ORT cannot run
-        raise UserError(f"{out}: the quantized model does not run in ONNX Runtime "
-                        f"({str(err).splitlines()[0][:160]})") from None
+        raise ConversionFailed(f"the quantized model does not run in ONNX Runtime "
+                               f"({str(err).splitlines()[0][:160]})") from None
     return {"samples": int(len(reference)),
             "max_abs_diff": float(np.abs(logits - reference).max()),
             "argmax_agreement": float((logits.argmax(1) == reference.argmax(1)).mean()),
@@ -180,24 +188,31 @@ def quantize(params, model, calib, manifest, out, settings):
     batch_size = fixed_batch(source) or settings["calib_batch"]
     settings = {**settings, "calib_batch": batch_size}
     out = Path(out)
-    with atomic_path(out) as tmp, tempfile.TemporaryDirectory(prefix="quantize.") as work, quiet_ort_logging():
-        start = time.perf_counter()
-        pre = Path(work) / "preprocessed.onnx"
-        quant_pre_process(str(model), str(pre))
-        preprocess_seconds = time.perf_counter() - start
-        METHODS[settings["method"]](str(pre), str(tmp), settings, inputs)
-        quantize_seconds = time.perf_counter() - start
-        check = parity(model, tmp, inputs, batch_size, out)
-        if check["argmax_agreement"] < MIN_ARGMAX_AGREEMENT:
-            raise UserError(f"{out}: quantization broke the model: argmax agrees with fp32 on only "
-                            f"{check['argmax_agreement']:.0%} of {check['samples']} calibration images "
-                            f"(< {MIN_ARGMAX_AGREEMENT:.0%}; max |int8 - fp32| logit {check['max_abs_diff']:.3g})")
+    base = {"artifact": out.name, "format": "onnx", "precision": "int8",
+            "input_format": input_format, "inputs": names, "source_model": str(model), **settings}
+    try:
+        with (atomic_path(out) as tmp, tempfile.TemporaryDirectory(prefix="quantize.") as work,
+              quiet_ort_logging()):
+            start = time.perf_counter()
+            pre = Path(work) / "preprocessed.onnx"
+            quant_pre_process(str(model), str(pre))
+            preprocess_seconds = time.perf_counter() - start
+            METHODS[settings["method"]](str(pre), str(tmp), settings, inputs)
+            quantize_seconds = time.perf_counter() - start
+            check = parity(model, tmp, inputs, batch_size)
+            if check["argmax_agreement"] < MIN_ARGMAX_AGREEMENT:
+                raise ConversionFailed(
+                    f"quantization broke the model: argmax agrees with fp32 on only "
+                    f"{check['argmax_agreement']:.0%} of {check['samples']} calibration images (< "
+                    f"{MIN_ARGMAX_AGREEMENT:.0%}; max |int8 - fp32| logit {check['max_abs_diff']:.3g})")
+    except Exception as err:  # noqa: BLE001 - any converter failure is this format's result, not a crash
+        reason = write_failed(out, {**base, "provenance": provenance(params_hash(settings))}, err)
+        print(f"warning: {out}: quantization failed ({reason}); recorded as status failed", file=sys.stderr)
+        return {**base, "status": "failed", "reason": reason}
     graph = onnx.load(str(out))
     used_domains = {""} | {n.domain for n in graph.graph.node}
     report = {
-        "artifact": out.name, "format": "onnx", "precision": "int8",
-        "input_format": input_format, "inputs": names, "source_model": str(model),
-        **settings,
+        **base, "status": "ok",
         "opset": {o.domain or "ai.onnx": o.version for o in graph.opset_import if o.domain in used_domains},
         "nodes": len(graph.graph.node),
         "node_types": dict(sorted(collections.Counter(n.op_type for n in graph.graph.node).items())),
@@ -282,6 +297,8 @@ def main(argv=None):
     params = load_params(args.params)  # every stage validates params.yaml
     settings = settings_from_args(args)
     report = quantize(params, args.model, args.calib, args.manifest, args.out, settings)
+    if report["status"] == "failed":
+        return
     counts = report["node_types"]
     integer_ops = {k: v for k, v in counts.items()
                    if k.startswith(("QLinear", "Quantize", "Dequantize", "DynamicQuantize")) or "Integer" in k}

@@ -1,0 +1,83 @@
+"""The default pipeline's wall time and peak memory on this machine, from a fresh copy of the repository.
+
+    .venv/bin/python bench/pipeline.py [--cores 2] [--npz ../shared/data/cifar10-partial/cifar10_partial.npz]
+
+Copies the tracked files into a temporary project, points the dataset at the local array file
+(what ./run.sh -S data.source=npz -S data.path=... does; without internet that is the only
+source), runs `snakemake --cores N results/summary.csv` and records the wall time and the peak
+resident memory of the largest process of the run (RUSAGE_CHILDREN). Then it measures the
+orchestration overhead on that finished project (bench/orchestration.py). Writes
+bench/results/pipeline.json and bench/results/orchestration.json; targets: <= 15 min, <= 4 GB.
+"""
+import argparse
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import orchestration  # noqa: E402
+from workflow.io import write_json  # noqa: E402
+
+TARGET_S, TARGET_GB = 15 * 60, 4.0
+
+
+def copy_project(dest):
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
+    subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "bench"],
+                   cwd=dest, check=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--npz", default=str(ROOT.parent / "shared/data/cifar10-partial/cifar10_partial.npz"))
+    p.add_argument("--keep", action="store_true", help="keep the temporary project and print its path")
+    args = p.parse_args()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    project = Path(tempfile.mkdtemp(prefix="pipeline-bench."))
+    try:
+        copy_project(project)
+        subprocess.run([sys.executable, "-m", "workflow.set_params", "data.source=npz", f"data.path={args.npz}"],
+                       cwd=project, check=True, env=env, capture_output=True)
+        start = time.perf_counter()
+        run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(args.cores), "results/summary.csv"],
+                             cwd=project, env=env, capture_output=True, text=True)
+        wall_s = time.perf_counter() - start
+        if run.returncode != 0:
+            raise SystemExit(f"error: the pipeline failed in {project}:\n{run.stderr[-3000:]}")
+        peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
+        jobs = run.stderr.count("Finished jobid")
+        result = {"cores": args.cores, "jobs": jobs, "wall_s": wall_s, "wall_min": wall_s / 60,
+                  "peak_rss_gb": peak_gb, "targets": {"wall_s": TARGET_S, "peak_rss_gb": TARGET_GB},
+                  "meets_targets": wall_s <= TARGET_S and peak_gb <= TARGET_GB,
+                  "cpu_count": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
+        write_json(ROOT / "bench" / "results" / "pipeline.json", result)
+        print(f"default pipeline: {jobs} jobs in {wall_s / 60:.1f} min on {args.cores} cores, "
+              f"peak RSS {peak_gb:.2f} GB")
+        orchestration_result = orchestration.measure(project, 3)
+        write_json(ROOT / "bench" / "results" / "orchestration.json", orchestration_result)
+        print(f"orchestration: {orchestration_result}")
+    finally:
+        if args.keep:
+            print(f"project kept at {project}")
+        else:
+            shutil.rmtree(project, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
