@@ -73,7 +73,7 @@ def test_every_mapping_resolves_and_nothing_runs_without_results(paper):
 def test_published_values_and_derived_figures():
     reference, mapping, _ = load_paper(YUV, REPO / PAPERS_DIR)
     rows = {r["metric"]: r for t in mapping["tables"] for r in expand_rows(t["rows"])}
-    value = lambda metric: published_value(reference, rows[metric]["published"])[0]
+    value = lambda metric: published_value(reference, rows[metric]["published"])
     assert value("top-1 RGB 4:4:4 fp32") == 67.63 and value("top-1 YUV 4:2:0 int8") == 66.6
     assert value("top-1 gap YUV - RGB, fp32") == pytest.approx(67.24 - 67.63)
     assert value("latency gain YUV vs RGB 640x360") == pytest.approx(100 * (2.75 - 2.37) / 2.75)

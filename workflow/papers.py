@@ -181,11 +181,10 @@ def _same(cell, wanted):
 
 
 def published_value(reference, spec):
-    """(value, where it comes from) of a published cell, or of an op over two cells."""
+    """A published cell as a number, or an op over two cells."""
     if "op" in spec:
-        a, where_a = published_value(reference, spec["a"])
-        b, where_b = published_value(reference, spec["b"])
-        return OPS[spec["op"]](a, b) * spec.get("scale", 1.0), f"{spec['op']}({where_a}; {where_b})"
+        a, b = published_value(reference, spec["a"]), published_value(reference, spec["b"])
+        return OPS[spec["op"]](a, b) * spec.get("scale", 1.0)
     experiment = next((e for e in reference["experiments"] if e["id"] == spec["experiment"]), None)
     if experiment is None:
         raise UserError(f"mapping: experiment {spec['experiment']!r} is not in the published reference")
@@ -203,7 +202,7 @@ def published_value(reference, spec):
     if value is None:
         raise UserError(f"mapping: {spec['experiment']} table {spec['table']} {spec.get('where')} column "
                         f"{spec['column']!r} is not a number ({rows[0].get(spec['column'])!r})")
-    return value * spec.get("scale", 1.0), f"{spec['experiment']}"
+    return value * spec.get("scale", 1.0)
 
 
 def reproduced_value(tables, spec):
@@ -249,6 +248,9 @@ def reproduced_value(tables, spec):
 
 
 # ----------------------------------------------------------------------------- scale and verdicts
+_ABSENT = object()
+
+
 def _get(params, dotted):
     node = params
     for part in dotted.split("."):
@@ -256,9 +258,6 @@ def _get(params, dotted):
             return _ABSENT
         node = node[part]
     return node
-
-
-_ABSENT = object()
 
 
 def detect_scale(params, overlays):
@@ -296,7 +295,7 @@ def build_table(paper, params, tables, root=PAPERS_DIR):
     out = []
     for table in mapping["tables"]:
         for row in expand_rows(table["rows"]):
-            published, _ = published_value(reference, row["published"])
+            published = published_value(reference, row["published"])
             entry = {"table": table["id"], "metric": row["metric"], "unit": row["unit"], "published": published,
                      "reproduced": None, "delta_abs": None, "delta_rel_pct": None,
                      "tolerance": _describe_tolerance(row["tolerance"], row["unit"]), "verdict": NOT_RUN,
@@ -410,7 +409,7 @@ def write_paper(paper, params, out, results_root=".", root=PAPERS_DIR):
 @cli
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--paper", required=True, choices=None, help=f"one of {', '.join(PAPERS)}")
+    parser.add_argument("--paper", required=True, help=f"one of {', '.join(PAPERS)}")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--results-root", default=".", help="folder holding results/ (default: here)")
     parser.add_argument("--out", required=True, help="folder for table.md/.csv/.tex and verdicts.json")
