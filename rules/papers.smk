@@ -30,5 +30,5 @@ rule paper_table:
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m workflow.papers --paper {wildcards.paper} --params params.yaml --out results/papers/{wildcards.paper}"
-        " > {log} 2>&1"
+        "python -m workflow.papers --paper {wildcards.paper} --params params.yaml "
+        "--out results/papers/{wildcards.paper} > {log} 2>&1"
