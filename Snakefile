@@ -4,8 +4,10 @@
 # no job started) and by every stage. dvc.yaml is generated from the same file
 # (python -m workflow.dag) and tests/test_dag_parity.py keeps the two in step.
 
+from pathlib import Path
+
 from workflow.dag import (BENCHMARK_KEYS, FORMATS, PACKED, artifact_path, artifacts_by_producer, artifacts_of,
-                          quantize_args, report_path)
+                          quantize_args, report_path, stages)
 from workflow.errors import UserError
 from workflow.config import load_params
 
@@ -15,6 +17,7 @@ except UserError as err:
     sys.stderr.write(f"error: {err}\n")
     sys.exit(2)
 
+DAG_STAGES = stages(P)  # the DVC stages; rules that mirror one exactly read its command from here
 MODELS = list(P["models"])
 DEVICES = P["benchmark"]["devices"]
 for _device in DEVICES:
@@ -27,15 +30,7 @@ wildcard_constraints:
     device="|".join(DEVICES),
 
 
-def input_format(wildcards):
-    return P["models"][wildcards.model]["input_format"]
-
-
-def packed(name):
-    """Input function: a file of the model's own packed color format."""
-    return lambda wc: f"{PACKED}/{input_format(wc)}/{name}"
-
-
+include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/export.smk"
@@ -43,9 +38,13 @@ include: "rules/quantize.smk"
 include: "rules/evaluate.smk"
 include: "rules/benchmark.smk"
 include: "rules/aggregate.smk"
+include: "rules/papers.smk"
+include: "rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         "results/summary.csv",
+        expand("results/papers/{paper}/table.md", paper=PAPERS),
+        plot_files(P),

@@ -3,20 +3,41 @@
 #   ./run.sh                                   # defaults of params.yaml
 #   ./run.sh -S data.source=npz -S data.path=/path/cifar10_partial.npz   # offline data
 #   ./run.sh --cores 8 results/models/mobilenetv2-rgb/model.pt          # any snakemake arguments
-# -S key=value edits params.yaml in place (like `dvc exp run -S`) before running.
+#   ./run.sh --paper yuv420_mobilenetv2 [--full]   # a paper's small (or full) configuration -> its table
+# -S key=value edits params.yaml in place (like `dvc exp run -S`) before running;
+# --paper applies config/papers/<id>/small.yaml (or full.yaml) to params.yaml the same way.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH" DVC_NO_ANALYTICS=1
 sets=()
-while [ $# -gt 0 ] && [ "$1" = "-S" ]; do
-  sets+=("$2"); shift 2
+paper=""
+scale=small
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -S) sets+=("$2"); shift 2 ;;
+    --paper) paper="$2"; shift 2 ;;
+    --full) scale=full; shift ;;
+    *) break ;;
+  esac
 done
-if [ ${#sets[@]} -gt 0 ]; then
-  python -m workflow.set_params "${sets[@]}"
+overlay=()
+if [ -n "$paper" ]; then
+  if [ ! -f "config/papers/$paper/$scale.yaml" ]; then
+    echo "error: --paper $paper: no config/papers/$paper/$scale.yaml (papers: $(ls config/papers | grep -v '\.' | tr '\n' ' '))" >&2
+    exit 2
+  fi
+  overlay=(--file "config/papers/$paper/$scale.yaml")
+fi
+if [ ${#sets[@]} -gt 0 ] || [ -n "$paper" ]; then
+  python -m workflow.set_params "${overlay[@]}" "${sets[@]}"
   python -m workflow.dag
 fi
 if [ $# -eq 0 ]; then
-  set -- results/summary.csv
+  if [ -n "$paper" ]; then
+    set -- "results/papers/$paper/table.md"
+  else
+    set -- results/summary.csv
+  fi
 fi
 exec snakemake --cores "${CORES:-2}" "$@"

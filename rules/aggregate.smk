@@ -1,13 +1,3 @@
-def summary_inputs(wildcards):
-    files = []
-    for model in MODELS:
-        files.append(f"results/models/{model}/train_metrics.json")
-        for artifact in artifacts_of(P, model):
-            files += [report_path(model, artifact), f"results/eval/{model}/{artifact}.json"]
-            files += [f"results/bench/{device}/{model}/{artifact}.json" for device in DEVICES]
-    return files
-
-
 rule aggregate:
     """One row per (model, input format, precision, runtime, device): results/summary.csv and .md."""
     output:
@@ -16,7 +6,10 @@ rule aggregate:
     input:
         summary_inputs,
         "workflow/aggregate.py",
+    log:
+        "logs/aggregate.log",
     conda:
         "../envs/aggregate.yaml"
     shell:
         "python -m workflow.aggregate --params params.yaml --results results --out results/summary.csv"
+        " > {log} 2>&1"

@@ -15,9 +15,12 @@ rule benchmark:
         # One benchmark at a time per device (limits set in the Snakefile), so runs never
         # compete for a device's cores while other devices and stages go on in parallel.
         **{f"device_{d}": (lambda wc, d=d: int(wc.device == d)) for d in DEVICES},
+    log:
+        "logs/benchmark/{device}/{model}/{artifact}.log",
     conda:
         "../envs/benchmark.yaml"
     shell:
         "python -m workflow.benchmark --params params.yaml --device {wildcards.device} "
         "--model-name {wildcards.model} --artifact {input.artifact} --packed {input.test} "
         "--manifest {input.manifest} --out {output}"
+        " > {log} 2>&1"

@@ -11,7 +11,10 @@ rule pack:
         "workflow/colorspace.py",
     params:
         data=lambda wc: {"seed": P["seed"], "data": P["data"]},
+    log:
+        "logs/pack/{fmt}.log",
     conda:
         "../envs/data.yaml"
     shell:
         "python -m workflow.pack --params params.yaml --format {wildcards.fmt} --out data/packed/{wildcards.fmt}"
+        " > {log} 2>&1"

@@ -11,8 +11,11 @@ rule evaluate:
     params:
         evaluate=lambda wc: P["evaluate"],
     threads: P["evaluate"]["num_threads"]
+    log:
+        "logs/evaluate/{model}/{artifact}.log",
     conda:
         "../envs/export.yaml"
     shell:
         "python -m workflow.evaluate --params params.yaml --artifact {input.artifact} --packed {input.test} "
         "--manifest {input.manifest} --out {output}"
+        " > {log} 2>&1"

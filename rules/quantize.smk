@@ -1,8 +1,8 @@
 rule quantize_onnx:
     """ONNX Runtime post-training quantization (dynamic, or static with the packed calibration split)."""
     output:
-        "results/artifacts/{model}/{artifact}.onnx",
-        "results/artifacts/{model}/{artifact}.json",
+        onnx="results/artifacts/{model}/{artifact}.onnx",
+        report="results/artifacts/{model}/{artifact}.json",
     input:
         model="results/artifacts/{model}/onnx-fp32.onnx",
         calib=packed("calib.npy"),
@@ -13,8 +13,11 @@ rule quantize_onnx:
     params:
         options=lambda wc: quantize_args(P["artifacts"][wc.artifact]),
         settings=lambda wc: P["artifacts"][wc.artifact],
+    log:
+        "logs/quantize_onnx/{model}/{artifact}.log",
     conda:
         "../envs/export.yaml"
     shell:
         "python -m workflow.quantize --params params.yaml --model {input.model} {params.options} "
-        "--calib {input.calib} --manifest {input.manifest} --out {output[0]}"
+        "--calib {input.calib} --manifest {input.manifest} --out {output.onnx}"
+        " > {log} 2>&1"

@@ -16,8 +16,11 @@ rule train:
     threads: P["train"]["num_threads"]
     resources:
         gpu=lambda wc: int(P["train"]["device"] == "cuda"),
+    log:
+        "logs/train/{model}.log",
     conda:
         "../envs/train.yaml"
     shell:
         "python -m workflow.train --params params.yaml --model {wildcards.model} --data data/packed "
         "--out results/models/{wildcards.model}"
+        " > {log} 2>&1"

@@ -10,20 +10,21 @@ from conftest import REPO, tiny_params, write_params
 from workflow.config import load_params
 from workflow.dag import dvc_yaml, stages
 
-WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "profiles")
+WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "profiles", "config")
 
 
-def snakemake_jobs(workdir, target="results/summary.csv"):
+def snakemake_jobs(workdir, target="all"):
     """Every job of a forced dry run: {frozenset(outputs): (rule, inputs, shell command)}."""
     result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--cores", "1", target],
                             cwd=workdir, capture_output=True, text=True, check=True)
     jobs = {}
     for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", result.stdout):
         rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
-        if not rule:
+        if not rule or rule.group(1) == "all":  # the default target has no outputs
             continue
         field = lambda name: [f.strip() for f in re.search(rf"^    {name}: (.*)$", block, re.M).group(1).split(",")]
         command = re.search(r"^Shell command: (.*)$", block, re.M).group(1).strip()
+        command = re.sub(r" > logs/\S+\.log 2>&1$", "", command)  # Snakemake keeps a log per job; DVC does not
         jobs[frozenset(field("output"))] = (rule.group(1), set(field("input")), command)
     return jobs
 

@@ -200,6 +200,7 @@ def benchmark_threads(runtime, feeds_raw, threads, warmup, min_runs, min_duratio
         "duration_s": total_ns / 1e9,
         "throughput_fps": len(latencies) / (total_ns / 1e9),
         "latency_ms": latency_stats(latencies),
+        "latencies_ms": [round(ns / 1e6, 5) for ns in latencies],  # every timed run, for distributions
         "peak_rss_mb_so_far": peak_rss_mb(),
     }
     return result

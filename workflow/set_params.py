@@ -1,6 +1,7 @@
 """Set keys in params.yaml in place, keeping its comments (what `dvc exp run -S` does).
 
     python -m workflow.set_params data.source=npz data.path=/data/cifar10.npz
+    python -m workflow.set_params --file config/papers/yuv420_mobilenetv2/small.yaml
 
 Values are parsed as YAML (``5`` is an int, ``[1, 2]`` a list). The result is
 validated before it is written, so a bad value leaves params.yaml untouched.
@@ -17,21 +18,45 @@ from workflow.errors import UserError, cli
 from workflow.io import write_text
 
 
-def set_keys(path, assignments):
-    path = Path(path)
-    rt = YAML()
-    rt.preserve_quotes = True
-    doc = rt.load(path.read_text())
+def parse_assignments(assignments):
+    values = {}
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
         if not sep or not key:
             raise UserError(f"{assignment!r}: expected key=value, e.g. data.source=npz")
+        values[key] = yaml.safe_load(raw)
+    return values
+
+
+def read_overlay(path):
+    """A YAML file of dotted params.yaml keys -> values (a paper's small.yaml / full.yaml)."""
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: expected a mapping of dotted params.yaml keys to values")
+    return values
+
+
+def set_keys(path, assignments):
+    set_values(path, parse_assignments(assignments))
+
+
+def set_values(path, values):
+    path = Path(path)
+    rt = YAML()
+    rt.preserve_quotes = True
+    doc = rt.load(path.read_text())
+    for key, value in values.items():
         node, parts = doc, key.split(".")
         for part in parts[:-1]:
             if not isinstance(node, dict) or part not in node:
                 raise UserError(f"{path}: key '{key}': no section '{part}'")
             node = node[part]
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = value
     buffer = io.StringIO()
     rt.dump(doc, buffer)
     text = buffer.getvalue()
@@ -42,11 +67,19 @@ def set_keys(path, assignments):
 @cli
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("assignments", nargs="+", metavar="key=value")
+    parser.add_argument("assignments", nargs="*", metavar="key=value")
+    parser.add_argument("--file", action="append", default=[],
+                        help="a YAML file of dotted keys -> values, applied before the key=value pairs")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    set_keys(args.params, args.assignments)
-    print(f"updated {args.params}: {', '.join(args.assignments)}")
+    if not args.assignments and not args.file:
+        parser.error("give key=value pairs and/or --file")
+    values = {}
+    for overlay in args.file:
+        values.update(read_overlay(overlay))
+    values.update(parse_assignments(args.assignments))
+    set_values(args.params, values)
+    print(f"updated {args.params}: {', '.join(values)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,190 @@
+"""The DAG on a real single-node Slurm cluster through profiles/slurm (snakemake-executor-plugin-slurm).
+
+The test writes /etc/slurm/slurm.conf (the plugin removes SLURM_* variables, so SLURM_CONF
+cannot point elsewhere), starts munged, slurmctld and slurmd, runs pack + one short
+training through sbatch, and stops the daemons by their PIDs. Needs root and Debian's
+slurm-wlm and munge (scripts/ci-deps.sh installs them).
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import CIFAR_NPZ, REPO, tiny_params, write_params
+
+pytestmark = pytest.mark.slow
+
+DAEMONS = ("/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd")
+SLURM_CONF = Path("/etc/slurm/slurm.conf")
+MARKER = "# written by edge-vision-repro tests/test_slurm.py"
+TARGET = "results/models/mobilenetv2-rgb/train_metrics.json"
+
+
+def missing_requirements():
+    absent = [d for d in DAEMONS if not os.path.exists(d)] + [t for t in ("sbatch", "squeue", "sinfo")
+                                                               if shutil.which(t) is None]
+    if absent:
+        return f"Slurm/munge not installed ({', '.join(absent)}); run scripts/ci-deps.sh"
+    if os.geteuid() != 0:
+        return "starting munged/slurmctld/slurmd needs root"
+    if SLURM_CONF.exists() and MARKER not in SLURM_CONF.read_text():
+        return f"{SLURM_CONF} belongs to a real cluster configuration; not overwriting it"
+    if not CIFAR_NPZ.exists():
+        return f"{CIFAR_NPZ} not present"
+    return None
+
+
+def slurm_conf(state):
+    host = socket.gethostname().split(".")[0]
+    mem_mb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines()
+                      if l.startswith("MemTotal")).split()[1]) // 1024
+    return f"""{MARKER}
+ClusterName=evrtest
+SlurmctldHost={host}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+SlurmctldPort=6817
+SlurmdPort=6818
+StateSaveLocation={state}/state
+SlurmdSpoolDir={state}/spool
+SlurmctldPidFile={state}/slurmctld.pid
+SlurmdPidFile={state}/slurmd.pid
+SlurmctldLogFile={state}/slurmctld.log
+SlurmdLogFile={state}/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+MpiDefault=none
+ReturnToService=2
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SchedulerType=sched/backfill
+NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={int(mem_mb * 0.8)} State=UNKNOWN
+PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def read_pid(path):
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop(pid):
+    if pid and alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + 15
+        while alive(pid) and time.time() < deadline:
+            time.sleep(0.2)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    state = tmp_path_factory.mktemp("slurm")
+    for sub in ("state", "spool"):
+        (state / sub).mkdir()
+    wrote_conf = not SLURM_CONF.exists()
+    SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
+    SLURM_CONF.write_text(slurm_conf(state))
+    started = []
+    try:
+        munge_pidfile = Path("/run/munge/munged.pid")
+        if not (read_pid(munge_pidfile) and alive(read_pid(munge_pidfile))):
+            Path("/run/munge").mkdir(parents=True, exist_ok=True)
+            shutil.chown("/run/munge", "munge", "munge")
+            subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True)
+            wait_for(lambda: read_pid(munge_pidfile), 10, "munged")
+            started.append(munge_pidfile)
+        subprocess.run(["/usr/sbin/slurmctld", "-i"], check=True)
+        started.append(state / "slurmctld.pid")
+        wait_for(lambda: read_pid(state / "slurmctld.pid"), 20, "slurmctld")
+        subprocess.run(["/usr/sbin/slurmd"], check=True)
+        started.append(state / "slurmd.pid")
+        wait_for(lambda: subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+                 .stdout.strip() == "idle", 60, "the node to become idle")
+        yield state
+    finally:
+        for pidfile in reversed(started):  # slurmd, slurmctld, then munged: each by its own PID
+            stop(read_pid(pidfile))
+        if wrote_conf:
+            SLURM_CONF.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    project = tmp_path_factory.mktemp("slurm-project")
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split()
+    for name in listed:
+        if (REPO / name).is_file():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, project / name)
+    write_params(project / "params.yaml", tiny_params())
+    return project
+
+
+def test_profile_names_existing_rules_and_defaults():
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    assert profile["executor"] == "slurm" and profile["slurm-status-command"] == "squeue"
+    rules = set(subprocess.run([sys.executable, "-m", "snakemake", "--list-rules"], cwd=REPO, capture_output=True,
+                               text=True, check=True).stdout.split())
+    assert set(profile["set-resources"]) <= rules, set(profile["set-resources"]) - rules
+    assert {"cpus_per_task", "mem_mb", "runtime"} <= set(profile["default-resources"])
+    assert profile["set-resources"]["train"]["gpu"] == 1
+
+
+def test_small_dag_runs_through_sbatch(cluster, project):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {k: v for k, v in env.items() if not k.startswith("SLURM_")}
+    start = time.time()
+    # The test node has no GPU: the only change to the profile is train's gpu request.
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--slurm-init-seconds-before-status-checks",
+         "1", "--set-resources", "train:gpu=0", "--jobs", "2", TARGET],
+        cwd=project, capture_output=True, text=True, env=env, timeout=300)
+    elapsed = time.time() - start
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert output.count("has been submitted with SLURM jobid") == 2, output[-3000:]  # pack, train
+    metrics = json.loads((project / TARGET).read_text())
+    assert metrics["model"] == "mobilenetv2-rgb" and 0.0 <= metrics["top1"] <= 1.0
+    # slurmctld allocated and completed both jobs on this node
+    ctld_log = (cluster / "slurmctld.log").read_text()
+    assert ctld_log.count("sched: Allocate JobId=") >= 2, ctld_log[-2000:]
+    assert ctld_log.count("done") >= 2 or ctld_log.count("WEXITSTATUS 0") >= 2, ctld_log[-2000:]
+    print(f"pack + train through sbatch: {elapsed:.0f} s")
