@@ -4,7 +4,7 @@
 # no job started) and by every stage. dvc.yaml is generated from the same file
 # (python -m workflow.dag) and tests/test_dag_parity.py keeps the two in step.
 
-from workflow.dag import ARTIFACTS, BENCHMARK_KEYS, FORMATS, PACKED, artifact_path
+from workflow.dag import ARTIFACTS, BENCHMARK_KEYS, FORMATS, PACKED, artifact_path, device_deps
 from workflow.errors import UserError
 from workflow.config import load_params
 
@@ -41,6 +41,7 @@ include: "rules/export.smk"
 include: "rules/evaluate.smk"
 include: "rules/benchmark.smk"
 include: "rules/aggregate.smk"
+include: "rules/pipeline.smk"
 
 
 rule all:

@@ -5,7 +5,7 @@ def summary_inputs(wildcards):
         for artifact in ARTIFACTS:
             files.append(f"results/eval/{model}/{artifact}.json")
             files += [f"results/bench/{device}/{model}/{artifact}.json" for device in DEVICES]
-    return files
+    return files + pipeline_targets()
 
 
 rule aggregate:

@@ -6,7 +6,8 @@ rule benchmark:
         artifact=lambda wc: artifact_path(wc.model, wc.artifact),
         test=packed("test.npy"),
         manifest=packed("manifest.json"),
-        code=["workflow/benchmark.py", "workflow/device_runner.py"],
+        inventory=lambda wc: device_deps(P, wc.device),
+        code=["workflow/benchmark.py", "workflow/device_runner.py", "workflow/remote.py"],
     params:
         benchmark=lambda wc: {k: P["benchmark"][k] for k in BENCHMARK_KEYS},
     threads: max(P["benchmark"]["threads"])
