@@ -153,8 +153,10 @@ def run_once(profile, runner_args, files, scratch):
             argv += [flag, mapping[str(local)]]
         argv += ["--out", result_path]
         timeout = int(profile["run_timeout_s"])
+        # `; exit $?` keeps the shell from exec'ing the runner, so a runner killed by a
+        # signal reports 128 + signal instead of tearing the session down like a drop.
         command = (f"mkdir -p {q(rundir)} && cd {q(rundir)} && "
-                   f"timeout -k 10 {timeout} {' '.join(q(str(a)) for a in argv)}")
+                   f"timeout -k 10 {timeout} {' '.join(q(str(a)) for a in argv)}; exit $?")
         t1 = time.perf_counter()
         try:
             run = conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout + 30)
@@ -173,7 +175,7 @@ def run_once(profile, runner_args, files, scratch):
             raise UserError(f"device_runner on {profile['name']} failed: {last}")
         if run.exited == 3:
             raise DeviceFailure(f"the runtime on {profile['name']} cannot run the model: {last}", retry=False)
-        if run.exited in (124, 137):
+        if run.exited == 124:
             raise DeviceFailure(f"runner on {profile['name']} timed out after {timeout} s")
         if run.exited == -1:  # paramiko: the channel closed without an exit status
             raise DeviceFailure(f"connection to {profile['name']} dropped during the run")
