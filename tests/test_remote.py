@@ -108,7 +108,8 @@ FAULTY_PYTHON = {
 }
 
 
-@pytest.mark.parametrize("fault", sorted(FAULTY_PYTHON))
+@pytest.mark.parametrize("fault", [pytest.param("timeout", marks=pytest.mark.slow), "crash",
+                                   pytest.param("dropped", marks=pytest.mark.slow)])
 def test_device_faults_are_retried_then_reported(server, tiny_model, tmp_path, fault):
     action, reason = FAULTY_PYTHON[fault]
     wrapper = tmp_path / "python"
@@ -139,6 +140,7 @@ def stage_params(tmp_path, devices_yaml, devices):
     return write_params(tmp_path / "params.yaml", params)
 
 
+@pytest.mark.slow
 def test_benchmark_stage_on_a_remote_device(server, packed_dir, tmp_path):
     import torch
     from workflow.models import build_model
