@@ -991,7 +991,7 @@ def benchmark(args):
         runtime.close()  # one session at a time, so peak RSS is one model's
     first = sweep[0]
     active = first["providers_active"]
-    fallback = [p for p in runtime.providers_requested if p not in active]
+    fallback = [p for p in runtime.providers_requested if not any(a == p or a.startswith(p + ":") for a in active)]
     if fallback:
         print(f"warning: requested provider(s) {', '.join(fallback)} not active; ran on {', '.join(active)}",
               file=sys.stderr)
