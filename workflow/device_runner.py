@@ -920,6 +920,7 @@ def pipeline(args):
     runtime = sessions["rgb"][0]
     result = {
         "schema": SCHEMA,
+        "status": "ok",
         "mode": "pipeline",
         "device_name": args.device_name,
         "started_utc": started,
