@@ -35,8 +35,8 @@ from workflow.io import sha256_file
 
 RUNNER = Path(__file__).with_name("device_runner.py")
 # Hash a file with the device's own Python: no sha256sum needed on the board.
-HASH_SNIPPET = ("import hashlib,sys;h=hashlib.sha256();f=open(sys.argv[1],'rb');"
-                "[h.update(b) for b in iter(lambda:f.read(1<<20),b'')];print(h.hexdigest())")
+HASH_SNIPPET = ("import hashlib,sys\nfor p in sys.argv[1:]:\n h=hashlib.sha256();f=open(p,'rb')\n"
+                " [h.update(b) for b in iter(lambda:f.read(1<<20),b'')]\n print(h.hexdigest())")
 
 
 class DeviceFailure(Exception):
@@ -100,14 +100,18 @@ def classify(err, profile):
 
 
 def deploy(conn, profile, files):
-    """Upload ``files`` into the device's cache unless already there: {local path: remote path}, stats."""
+    """Upload ``files`` into the device's cache unless already there: {local path: remote path}, stats.
+
+    Missing files go to temporary names first, are hashed on the device in one call, and
+    only then renamed to their content address.
+    """
     workdir, q = profile["workdir"], shlex.quote
     conn.run(f"mkdir -p {q(remote_path(workdir, 'cache'))} {q(remote_path(workdir, 'runs'))}", hide=True,
              in_stream=False)
     sftp = conn.sftp()
     mapping, stats = {}, {"uploaded": [], "cached": [], "bytes_uploaded": 0}
-    for local in files:
-        local = Path(local)
+    pending = []  # (local, digest, partial, target)
+    for local in map(Path, files):
         digest = sha256_file(local)
         suffix = local.suffix if local.suffix[1:].isalnum() else ""
         target = remote_path(workdir, "cache", digest + suffix)
@@ -115,26 +119,29 @@ def deploy(conn, profile, files):
         try:
             sftp.stat(target)
             stats["cached"].append(local.name)
-            continue
         except FileNotFoundError:
-            pass
-        partial = remote_path(workdir, "cache", f".{digest}.{uuid.uuid4().hex}.part")
-        try:
+            pending.append((local, digest, remote_path(workdir, "cache", f".{digest}.{uuid.uuid4().hex}.part"), target))
+    if not pending:
+        return mapping, stats
+    try:
+        for local, _, partial, _ in pending:
             sftp.put(str(local), partial)
-            check = conn.run(f"{q(profile['python'])} -c {q(HASH_SNIPPET)} {q(partial)}", hide=True, warn=True,
-                             in_stream=False, timeout=profile["run_timeout_s"])
-            if check.exited != 0 or check.stdout.strip() != digest:
-                raise DeviceFailure(f"upload of {local.name} arrived corrupted or could not be hashed with "
-                                    f"{profile['python']} on the device ({check.stderr.strip()[-200:]})")
+        check = conn.run(f"{q(profile['python'])} -c {q(HASH_SNIPPET)} "
+                         + " ".join(q(partial) for _, _, partial, _ in pending),
+                         hide=True, warn=True, in_stream=False, timeout=profile["run_timeout_s"])
+        if check.exited != 0 or check.stdout.split() != [digest for _, digest, _, _ in pending]:
+            raise DeviceFailure(f"uploads arrived corrupted or could not be hashed with {profile['python']} "
+                                f"on the device ({check.stderr.strip()[-200:]})")
+        for local, _, partial, target in pending:
             sftp.posix_rename(partial, target)
-        except BaseException:
+            stats["uploaded"].append(local.name)
+            stats["bytes_uploaded"] += local.stat().st_size
+    finally:
+        for _, _, partial, _ in pending:
             try:
                 sftp.remove(partial)
-            except Exception:  # the connection may be gone; a .part file is never used
+            except Exception:  # renamed already, or the connection is gone; a .part file is never used
                 pass
-            raise
-        stats["uploaded"].append(local.name)
-        stats["bytes_uploaded"] += local.stat().st_size
     return mapping, stats
 
 
