@@ -91,3 +91,27 @@ def test_pipeline_models_must_exist_with_the_right_format():
     params["benchmark"]["pipeline"]["yuv_model"] = "mobilenetv2-rgb"
     with pytest.raises(UserError, match="'benchmark.pipeline.yuv_model'.*input_format yuv420"):
         validate(params)
+
+
+def test_dag_parity_with_a_remote_device(tmp_path):
+    """Snakemake and DVC agree when a device comes from the inventory (its file is a dependency),
+    and every benchmark and pipeline job holds its own device's resource only."""
+    import re
+    import subprocess
+    import sys
+
+    from test_dag_parity import check_parity, workdir_with
+
+    (tmp_path / "config").mkdir()
+    write(tmp_path / "config", {"rpi": GOOD})
+    params = tiny_params(benchmark={"devices": ["local", "rpi"]})
+    workdir = workdir_with(tmp_path, params)
+    check_parity(workdir, params)
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1", "-r"],
+                         cwd=workdir, capture_output=True, text=True, check=True).stdout
+    jobs = re.findall(r"^(?:local)?rule (benchmark|pipeline_bench):\n(.*?)\n\n", out, re.M | re.S)
+    assert len(jobs) == 2 * 2 + 2  # 2 models x 2 devices, 1 pipeline table per device
+    for _, block in jobs:
+        device = re.search(r"wildcards: .*device=([\w-]+)", block).group(1)
+        other = "local" if device == "rpi" else "rpi"
+        assert f"device_{device}=1" in block and f"device_{other}=0" in block, block

@@ -63,7 +63,7 @@ class RunnerError(Exception):
 
 
 class ModelFailure(RunnerError):
-    """The runtime cannot load or run this model here (exit status 3): a failing format, not a crash."""
+    """This device cannot run this model or measurement (exit status 3): a failing format, not a crash."""
 
     exit_status = 3
 
@@ -887,8 +887,8 @@ def pipeline(args):
     """RGB model (resize -> YUV->RGB -> infer) vs YUV model (resize -> infer) per resolution."""
     try:
         import cv2
-    except ImportError:
-        raise RunnerError("OpenCV is not installed (pip install opencv-python-headless)") from None
+    except ImportError:  # a board without OpenCV cannot give this table: a failed row, not a user mistake
+        raise ModelFailure("OpenCV is not installed on this device (pip install opencv-python-headless)") from None
     cv2.setNumThreads(1)  # one core per worker, as seed 000's CPU threads
     started = _utc_now()
     photo = load_frame(args.frame)
