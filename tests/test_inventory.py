@@ -107,7 +107,7 @@ def test_dag_parity_with_a_remote_device(tmp_path):
     params = tiny_params(benchmark={"devices": ["local", "rpi"]})
     workdir = workdir_with(tmp_path, params)
     check_parity(workdir, params)
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1", "-r"],
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1"],
                          cwd=workdir, capture_output=True, text=True, check=True).stdout
     jobs = re.findall(r"^(?:local)?rule (benchmark|pipeline_bench):\n(.*?)\n\n", out, re.M | re.S)
     assert len(jobs) == 2 * 2 + 2  # 2 models x 2 devices, 1 pipeline table per device
