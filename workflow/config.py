@@ -79,9 +79,9 @@ def _check_semantics(params, source):
 
 def _check_devices(params, source):
     """Every device but `local` must have a profile in the inventory (config/devices.yaml)."""
-    from workflow.inventory import DEFAULT_INVENTORY, LOCAL, load_inventory
+    from workflow.inventory import LOCAL, load_inventory
 
-    inventory_path = params["benchmark"].get("inventory", DEFAULT_INVENTORY)
+    inventory_path = params["benchmark"]["inventory"]
     remote = [d for d in params["benchmark"]["devices"] if d != LOCAL]
     inventory = load_inventory(inventory_path) if remote else {}
     for i, device in enumerate(params["benchmark"]["devices"]):
