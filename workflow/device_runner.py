@@ -296,8 +296,9 @@ class LiteRT(Runtime):
         for (name, shape, dtype), (_, key) in zip(self.input_specs(), bind_inputs(self.input_specs(), sample)):
             array = to_layout(sample[key], shape)
             if array is None:
+                expected = "x".join("?" if d is None else str(d) for d in shape)
                 raise RunnerError(f"input '{name}': a sample has shape {'x'.join(map(str, sample[key].shape))} "
-                                  f"(batch 1), the model expects {'x'.join('?' if d is None else str(d) for d in shape)}")
+                                  f"(batch 1), the model expects {expected}")
             if array is not sample[key]:
                 self.adaptations.add(f"{key} -> {name}: NCHW to NHWC")
             detail = next(d for d in self.input_details if d["name"] == name)

@@ -39,8 +39,8 @@ def load_inventory(path=DEFAULT_INVENTORY):
         best = jsonschema.exceptions.best_match(errors)
         if best.validator == "pattern":  # hosts, users and paths have their own character sets
             key = ".".join(str(p) for p in best.absolute_path)
-            raise UserError(f"{path}: key '{key}': got {best.instance!r}, expected a value matching {best.validator_value} "
-                            f"(no spaces or shell metacharacters)")
+            raise UserError(f"{path}: key '{key}': got {best.instance!r}, expected a value matching "
+                            f"{best.validator_value} (no spaces or shell metacharacters)")
         raise UserError(f"{path}: {_describe(best)}")
     devices = {}
     for name, entry in (doc["devices"] or {}).items():
