@@ -68,6 +68,22 @@ def test_deploy_run_fetch_then_cache_hit(server, tiny_model, tmp_path):
     assert remote_files(server.workdir) == expected_cache
 
 
+def test_leftovers_of_dropped_runs_are_pruned(server, tiny_model, tmp_path):
+    """Run folders and partial uploads older than any run can last are removed; recent ones stay."""
+    devices = inventory(tmp_path / "devices.yaml", loopback=server.device(run_timeout_s=60))
+    old_run, recent_run = server.workdir / "runs" / "dead", server.workdir / "runs" / "live"
+    old_part = server.workdir / "cache" / ".abc.123.part"
+    for folder in (old_run, recent_run):
+        folder.mkdir(parents=True, exist_ok=True)
+    old_part.write_bytes(b"half")
+    two_hours_ago = time.time() - 7200
+    for path in (old_run, old_part):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    run_on_device("loopback", QUICK, tiny_model, tmp_path, devices)
+    assert not old_run.exists() and not old_part.exists() and recent_run.exists()
+    recent_run.rmdir()
+
+
 def test_remote_arguments_are_quoted(server, tiny_model, tmp_path):
     """A hostile argument reaches the runner as one literal string; nothing runs in a shell."""
     devices = inventory(tmp_path / "devices.yaml", loopback=server.device())

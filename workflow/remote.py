@@ -106,8 +106,14 @@ def deploy(conn, profile, files):
     only then renamed to their content address.
     """
     workdir, q = profile["workdir"], shlex.quote
-    conn.run(f"mkdir -p {q(remote_path(workdir, 'cache'))} {q(remote_path(workdir, 'runs'))}", hide=True,
-             in_stream=False)
+    cache, runs = remote_path(workdir, "cache"), remote_path(workdir, "runs")
+    # Leftovers of dropped connections: run folders and partial uploads older than any
+    # run can last are dead, so they go (a live run is never that old).
+    stale_min = int(profile["run_timeout_s"] // 60) + 2
+    conn.run(f"mkdir -p {q(cache)} {q(runs)} && "
+             f"find {q(runs)} -mindepth 1 -maxdepth 1 -mmin +{stale_min} -exec rm -rf {{}} + && "
+             f"find {q(cache)} -maxdepth 1 -name '.*.part' -mmin +{stale_min} -exec rm -f {{}} +",
+             hide=True, in_stream=False)
     sftp = conn.sftp()
     mapping, stats = {}, {"uploaded": [], "cached": [], "bytes_uploaded": 0}
     pending = []  # (local, digest, partial, target)
