@@ -7,7 +7,7 @@
 from pathlib import Path
 
 from workflow.dag import (BENCHMARK_KEYS, FORMATS, PACKED, artifact_path, artifacts_by_producer, artifacts_of,
-                          quantize_args, report_path, stages)
+                          device_deps, quantize_args, report_path, stages)
 from workflow.errors import UserError
 from workflow.config import load_params
 
@@ -20,6 +20,7 @@ except UserError as err:
 DAG_STAGES = stages(P)  # the DVC stages; rules that mirror one exactly read its command from here
 MODELS = list(P["models"])
 DEVICES = P["benchmark"]["devices"]
+PIPELINE = P["benchmark"]["pipeline"]
 for _device in DEVICES:
     workflow.global_resources.setdefault(f"device_{_device}", 1)
 
@@ -38,6 +39,7 @@ include: "rules/quantize.smk"
 include: "rules/evaluate.smk"
 include: "rules/benchmark.smk"
 include: "rules/aggregate.smk"
+include: "rules/pipeline.smk"
 include: "rules/papers.smk"
 include: "rules/report.smk"
 

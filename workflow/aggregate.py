@@ -17,15 +17,17 @@ from workflow.io import atomic_path, read_json, write_text
 
 COLUMNS = [
     "model", "arch", "width_mult", "input_format", "artifact", "format", "precision", "quant_method",
-    "calibration", "runtime", "device", "status", "reason", "top1", "top1_pytorch", "test_images", "params", "macs", "size_bytes", "threads",
+    "calibration", "runtime", "device", "status", "reason", "top1", "top1_pytorch", "test_images", "params",
+    "macs", "size_bytes", "threads",
     "latency_first_ms", "latency_mean_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
     "throughput_fps", "throughput_fps_best", "throughput_best_threads", "peak_rss_mb",
     "providers", "cpu_model", "git_commit",
 ]
 
 
-def bench_columns(bench, sweep_threads):
-    """Latency at the first thread count of the sweep; best throughput over the sweep."""
+def bench_columns(bench):
+    """Latency at the first thread count of the device's sweep; best throughput over the sweep."""
+    sweep_threads = bench["settings"]["threads"]
     first = bench["threads"][str(sweep_threads[0])]
     best_t = max(bench["threads"], key=lambda t: bench["threads"][t]["throughput_fps"])
     lat = first["latency_ms"]
@@ -69,7 +71,7 @@ def rows(params, results):
                     continue
                 yield {**row, "runtime": evaluation["runtime"], "status": "ok", "top1": evaluation["top1"],
                        "test_images": evaluation["test_images"],
-                       **bench_columns(bench, params["benchmark"]["threads"])}
+                       **bench_columns(bench)}
 
 
 def to_markdown(table):
@@ -90,6 +92,20 @@ def to_markdown(table):
     return "# Summary\n\n" + view.to_markdown(index=False, floatfmt=".2f") + "\n"
 
 
+def pipeline_markdown(params, results):
+    """Seed 000's pre-processing table per device (workflow/pipeline_bench.py), when enabled."""
+    if not params["benchmark"]["pipeline"]["enabled"]:
+        return ""
+    text = "\n## Pre-processing pipeline: RGB (resize + YUV->RGB + infer) vs YUV 4:2:0 (resize + infer)\n"
+    for device in params["benchmark"]["devices"]:
+        table = pd.DataFrame(read_json(Path(results) / "pipeline" / device / "pipeline.json")["table"])
+        columns = ["width", "height", "status", "rgb_latency_ms", "rgb_single_fps", "rgb_multi_fps", "yuv_latency_ms",
+                   "yuv_single_fps", "yuv_multi_fps", "gain_latency_pct", "gain_single_pct", "gain_multi_pct"]
+        table = table.reindex(columns=columns + (["reason"] if (table["status"] != "ok").any() else []))
+        text += f"\n### {device}\n\n" + table.to_markdown(index=False, floatfmt=".2f") + "\n"
+    return text
+
+
 def aggregate(params, results, out):
     table = pd.DataFrame(list(rows(params, results)), columns=COLUMNS)
     if table.empty:
@@ -97,7 +113,7 @@ def aggregate(params, results, out):
     out = Path(out)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
-    write_text(out.with_suffix(".md"), to_markdown(table))
+    write_text(out.with_suffix(".md"), to_markdown(table) + pipeline_markdown(params, results))
     return table
 
 

@@ -22,7 +22,8 @@ PACKED = "data/packed"
 FORMATS = ("rgb", "yuv420")
 # An artifact's name starts with its file format: onnx-fp32, onnx-int8-static, tflite-fp16 ...
 FILE_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "hef": ".hef"}
-BENCHMARK_KEYS = ("warmup_runs", "min_runs", "min_duration_s", "threads", "samples")
+BENCHMARK_KEYS = ("warmup_runs", "min_runs", "min_duration_s", "threads", "samples", "stream_workers", "xnnpack",
+                  "perf_counters", "rt")
 
 
 @dataclass
@@ -92,6 +93,11 @@ def quantize_stage(params, model, artifact):
 PRODUCERS = {"quantize": quantize_stage}
 
 
+def device_deps(params, device):
+    """The inventory file for a remote device (its SSH profile is an input); nothing for local."""
+    return [] if device == "local" else [params["benchmark"]["inventory"]]
+
+
 def packed(fmt, name):
     return f"{PACKED}/{fmt}/{name}"
 
@@ -144,9 +150,12 @@ def stages(params):
                     f"--artifact {path} --packed {packed(fmt, 'test.npy')} "
                     f"--manifest {packed(fmt, 'manifest.json')} --out {bench_out}",
                     [path, report, packed(fmt, "test.npy"), packed(fmt, "manifest.json"), "workflow/benchmark.py",
-                     "workflow/device_runner.py"],
+                     "workflow/device_runner.py", "workflow/remote.py", *device_deps(params, device)],
                     [], params=[f"benchmark.{k}" for k in BENCHMARK_KEYS], metrics=[bench_out]))
                 summary_deps.append(bench_out)
+    pipeline = pipeline_stages(params)
+    out += pipeline
+    summary_deps += [s.metrics[0] for s in pipeline]
     out.append(Stage(
         "aggregate",
         f"python -m workflow.aggregate --params {PARAMS} --results results --out results/summary.csv",
@@ -191,6 +200,26 @@ def paper_and_plot_stages(params, stages_so_far):
         ["results/summary.csv", *([optional["pipeline"]] if pipeline else []), *bench,
          f"{PAPERS_DIR}/yuv420_mobilenetv2.yaml", "workflow/plots.py"],
         plot_files(params)))
+    return out
+
+
+def pipeline_stages(params):
+    """Seed 000's pre-processing pipeline table per device (workflow/pipeline_bench.py)."""
+    settings = params["benchmark"]["pipeline"]
+    if not settings["enabled"]:
+        return []
+    rgb, yuv = artifact_path(settings["rgb_model"], "onnx-fp32"), artifact_path(settings["yuv_model"], "onnx-fp32")
+    out = []
+    for device in params["benchmark"]["devices"]:
+        folder = f"results/pipeline/{device}"
+        out.append(Stage(
+            f"pipeline-{device}",
+            f"python -m workflow.pipeline_bench --params {PARAMS} --device {device} --rgb-model {rgb} "
+            f"--yuv-model {yuv} --out {folder}/pipeline.json",
+            [rgb, yuv, "workflow/pipeline_bench.py", "workflow/benchmark.py", "workflow/device_runner.py",
+             "workflow/remote.py", *device_deps(params, device)],
+            [f"{folder}/table.csv", f"{folder}/fig20.csv"], params=["benchmark.pipeline"],
+            metrics=[f"{folder}/pipeline.json"]))
     return out
 
 
