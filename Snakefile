@@ -5,7 +5,7 @@
 # (python -m workflow.dag) and tests/test_dag_parity.py keeps the two in step.
 
 from workflow.dag import (BENCHMARK_KEYS, FORMATS, PACKED, artifact_path, artifacts_by_producer, artifacts_of,
-                          quantize_args, report_path)
+                          qat_args, quantize_args, report_path, upstream_args)
 from workflow.errors import UserError
 from workflow.config import load_params
 
@@ -16,6 +16,9 @@ except UserError as err:
     sys.exit(2)
 
 MODELS = list(P["models"])
+# Pruned models come from the prune rule, all others from train (same outputs).
+PRUNED_MODELS = [m for m in MODELS if "prune" in P["models"][m]]
+TRAINED_MODELS = [m for m in MODELS if m not in PRUNED_MODELS]
 DEVICES = P["benchmark"]["devices"]
 for _device in DEVICES:
     workflow.global_resources.setdefault(f"device_{_device}", 1)
@@ -40,6 +43,8 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/export.smk"
 include: "rules/quantize.smk"
+include: "rules/prune.smk"
+include: "rules/qat.smk"
 include: "rules/evaluate.smk"
 include: "rules/benchmark.smk"
 include: "rules/aggregate.smk"

@@ -37,6 +37,17 @@ def qat_settings(entry):
     return {**QAT_DEFAULTS, **entry["qat"]}
 
 
+def total_epochs(params, name):
+    """Epochs of training behind a model's weights, counting the models it starts from."""
+    spec = params["models"][name]
+    prune = prune_settings(spec)
+    if prune:
+        return total_epochs(params, prune["from"]) + prune["sparse_epochs"] + prune["iterations"] * prune["finetune_epochs"]
+    epochs = spec.get("epochs", params["train"]["epochs"])
+    init = (spec.get("distill") or {}).get("init", "scratch")
+    return epochs + (total_epochs(params, init) if init != "scratch" else 0)
+
+
 def upstream_models(spec):
     """Models whose checkpoints this model is made from: {role: model key}."""
     out = {}

@@ -37,7 +37,7 @@ from workflow.datasets import load_packed
 from workflow.distill import FeatureDistiller, output_kd_loss
 from workflow.errors import UserError, cli
 from workflow.io import atomic_path, read_json, sha256_file, write_json, write_text
-from workflow.model_specs import distill_settings
+from workflow.model_specs import distill_settings, total_epochs
 from workflow.models import build_from_checkpoint, build_model
 from workflow.provenance import provenance
 
@@ -354,7 +354,8 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, in
     metrics = {
         "model": model_name, "input_format": fmt, "arch": spec["arch"], "width_mult": spec["width_mult"],
         "top1": final["top1"], "loss": final["loss"], "per_class_top1": dict(zip(classes, final["per_class_top1"])),
-        "epochs": cfg["epochs"], "lr": cfg["lr"], "train_images": len(dataset), "test_images": len(test_y),
+        "epochs": cfg["epochs"], "total_epochs": total_epochs(params, model_name), "lr": cfg["lr"],
+        "train_images": len(dataset), "test_images": len(test_y),
         **distill_metrics(kd, distillation),
         "params": sum(p.numel() for p in model.parameters()), "device": str(device),
         "wall_time_s": round(train_seconds, 2), "model_sha256": sha256_file(model_path),
