@@ -20,7 +20,8 @@ is replaced by a Conv with the BN folded in and the trained weight fake-quantize
 function in eval mode), then exported. ONNX Runtime then sees DQ -> Conv -> Q patterns it runs
 as integer kernels. The file is written only after checks through ONNX Runtime: the exported
 graph against the fake-quantized PyTorch model, and against the fp32 ONNX model on the
-calibration images (as workflow.quantize does). A failure of the conversion is recorded as a
+calibration images (as workflow.quantize does). Weights are stored as int8 initializers
+(the QuantizeLinear of each constant weight is evaluated at export). A failure of the conversion is recorded as a
 failed artifact (status failed + reason), not a crash.
 """
 import argparse
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 import torch.ao.nn.intrinsic.qat as nniqat
 import torch.ao.nn.qat as nnqat
 from torch import nn
@@ -109,6 +111,38 @@ def scalar_qparams(graph):
     return graph
 
 
+def store_int8_weights(graph):
+    """QuantizeLinear of a constant weight -> its int8/uint8 values as an initializer, so the file holds
+    8-bit weights (as ONNX Runtime's static QDQ models do) instead of float weights quantized at load."""
+    init = {t.name: t for t in graph.graph.initializer}
+    consts = {n.output[0]: a.t for n in graph.graph.node if n.op_type == "Constant" for a in n.attribute
+              if a.name == "value"}
+    value = lambda name: numpy_helper.to_array(init[name] if name in init else consts[name])
+    kept = []
+    for node in graph.graph.node:
+        weight, *qparams = node.input
+        if node.op_type != "QuantizeLinear" or weight not in init or any(q not in init and q not in consts
+                                                                         for q in qparams):
+            kept.append(node)
+            continue
+        x, scale, zero_point = value(weight), value(qparams[0]), value(qparams[1])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if scale.ndim == 1:  # per channel: broadcast along the axis
+            shape = [1] * x.ndim
+            shape[axis] = -1
+            scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+        info = np.iinfo(zero_point.dtype)
+        q = np.clip(np.rint(x / scale) + zero_point.astype(np.int32), info.min, info.max).astype(zero_point.dtype)
+        graph.graph.initializer.append(numpy_helper.from_array(q, node.output[0]))
+    del graph.graph.node[:]
+    graph.graph.node.extend(kept)
+    used = {i for n in graph.graph.node for i in n.input}
+    unused = [t for t in graph.graph.initializer if t.name not in used]  # the float weights
+    for t in unused:
+        graph.graph.initializer.remove(t)
+    return graph
+
+
 def export_qdq(model, input_names, input_format, height, width, path, export_cfg):
     dynamic_axes = ({n: {0: "batch"} for n in [*input_names, "logits"]} if export_cfg["dynamic_batch"] else None)
     with warnings.catch_warnings():
@@ -121,7 +155,7 @@ def export_qdq(model, input_names, input_format, height, width, path, export_cfg
         import onnxslim
 
         graph = onnxslim.slim(graph)
-    onnx.save(graph, str(path))
+    onnx.save(store_int8_weights(graph), str(path))
     onnx.checker.check_model(str(path))
 
 
