@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_module, tiny_params, write_params
+from conftest import tiny_params, write_params
 from workflow import export as export_stage
 from workflow import prune as prune_stage
 from workflow.onnx_stats import onnx_stats
@@ -64,8 +64,12 @@ def test_pruned_checkpoint_rebuilds_runs_and_exports(pruned, packed_dir, trained
     assert small["params"] < 0.8 * full["params"] and small["macs"] < 0.8 * full["macs"]
 
 
-def test_prune_stage_names_a_model_without_prune_section(pruned, packed_dir, trained, tmp_path):
+def test_prune_stage_names_a_model_without_prune_section(pruned, packed_dir, trained, tmp_path, capsys):
     params, _ = pruned
-    result = run_module("prune", "--params", params, "--model", "mobilenetv2-rgb", "--data", packed_dir,
-                        "--source", trained["mobilenetv2-rgb"] / "model.pt", "--out", tmp_path / "x")
-    assert_one_line_error(result, "no model named 'mobilenetv2-rgb' with a prune section", "pruned")
+    with pytest.raises(SystemExit) as exit_info:
+        prune_stage.main(["--params", str(params), "--model", "mobilenetv2-rgb", "--data", str(packed_dir),
+                          "--source", str(trained["mobilenetv2-rgb"] / "model.pt"), "--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "no model named 'mobilenetv2-rgb' with a prune section" in error
+    assert "pruned)" in error and not (tmp_path / "x").exists()

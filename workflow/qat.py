@@ -52,7 +52,8 @@ from workflow.io import atomic_path, sha256_file, write_json
 from workflow.model_specs import QAT_DEFAULTS
 from workflow.models import _set_module, example_inputs
 from workflow.provenance import provenance
-from workflow.quantize import MIN_ARGMAX_AGREEMENT, ConversionFailed, load_calibration, load_model, parity, run_logits
+from workflow.quantize import (MIN_ARGMAX_AGREEMENT, ConversionFailed, fixed_batch, load_calibration, load_model,
+                               parity, run_logits)
 from workflow.train import evaluate, resolve_device, seed_everything
 
 NORMALIZE_MODULES = ("normalize", "normalize_y", "normalize_uv")
@@ -207,8 +208,9 @@ def qat(params, checkpoint, reference, data_dir, out, settings):
             test = evaluate(qat_model, data["test_x"], data["test_y"], len(ckpt["classes"]), torch.device("cpu"))
             exported = Path(work) / "qat.onnx"
             export_qdq(qat_model, model.input_names, fmt, height, width, exported, params["export"])
-            export_check = export_parity(qat_model, exported, calib_inputs, model.input_names)
-            check = parity(reference, exported, calib_inputs, params["evaluate"]["batch_size"])
+            batch = fixed_batch(reference_graph) or params["evaluate"]["batch_size"]
+            export_check = export_parity(qat_model, exported, calib_inputs, model.input_names, batch)
+            check = parity(reference, exported, calib_inputs, batch)
             if check["argmax_agreement"] < MIN_ARGMAX_AGREEMENT:
                 raise ConversionFailed(
                     f"QAT broke the model: argmax agrees with fp32 on only {check['argmax_agreement']:.0%} of "
@@ -238,9 +240,9 @@ def qat(params, checkpoint, reference, data_dir, out, settings):
     return report
 
 
-def export_parity(qat_model, path, inputs, input_names):
+def export_parity(qat_model, path, inputs, input_names, batch_size):
     """ONNX Runtime vs the fake-quantized PyTorch model: the export must compute the same function."""
-    onnx_logits = run_logits(path, inputs, 64)
+    onnx_logits = run_logits(path, inputs, batch_size)
     with torch.no_grad():
         torch_logits = qat_model(*(torch.from_numpy(inputs[n]) for n in input_names)).numpy()
     return {"max_abs_diff": float(np.abs(onnx_logits - torch_logits).max()),
