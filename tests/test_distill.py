@@ -121,3 +121,12 @@ def test_feature_distillation_trains_a_yuv_student_from_an_rgb_teacher(tmp_path,
     assert 0.0 <= metrics["top1"] <= 1.0
     state = torch.load(tmp_path / "kd" / "model.pt", weights_only=False)["state_dict"]
     assert not any("adapter" in k for k in state)  # the adapters are not part of the exported student
+
+
+def test_unknown_hint_layer_is_named():
+    student = build_model({**STUDENT, "input_format": "rgb"}, 10, 32)
+    teacher = build_model({"arch": "resnet18", "width_mult": 1.0, "input_format": "rgb"}, 10, 32)
+    example = {"student": example_inputs("rgb", 32, 32, 2), "teacher": example_inputs("rgb", 32, 32, 2)}
+    with pytest.raises(UserError, match=r"models.kd.distill.layers.*'features.6'.*layer1, layer2"):
+        FeatureDistiller(student, teacher, [{"student": "features.6", "teacher": "features.6"}], example, "l2",
+                         "models.kd.distill.layers")

@@ -65,9 +65,9 @@ class FeatureTap:
             handle.remove()
 
 
-def channels_of(model, names, example):
+def channels_of(model, names, example, key):
     """Output channels of the named layers, from one forward pass on ``example`` inputs."""
-    tap = FeatureTap(model, names, "distill.layers")
+    tap = FeatureTap(model, names, key)
     with torch.no_grad():
         model.eval()(*example)
     tap.remove()
@@ -77,14 +77,14 @@ def channels_of(model, names, example):
 class FeatureDistiller(nn.Module):
     """1x1 conv adapters (student channels -> teacher channels) and the hint loss over layer pairs."""
 
-    def __init__(self, student, teacher, layers, example, kind):
+    def __init__(self, student, teacher, layers, example, kind, key="distill.layers"):
         super().__init__()
         self.pairs = [(p["student"], p["teacher"]) for p in layers]
-        student_ch = channels_of(student, [s for s, _ in self.pairs], example["student"])
-        teacher_ch = channels_of(teacher, [t for _, t in self.pairs], example["teacher"])
+        student_ch = channels_of(student, [s for s, _ in self.pairs], example["student"], key)
+        teacher_ch = channels_of(teacher, [t for _, t in self.pairs], example["teacher"], key)
         self.adapters = nn.ModuleList(nn.Conv2d(student_ch[s], teacher_ch[t], 1, bias=False) for s, t in self.pairs)
-        self.student_tap = FeatureTap(student, [s for s, _ in self.pairs], "distill.layers")
-        self.teacher_tap = FeatureTap(teacher, [t for _, t in self.pairs], "distill.layers")
+        self.student_tap = FeatureTap(student, [s for s, _ in self.pairs], key)
+        self.teacher_tap = FeatureTap(teacher, [t for _, t in self.pairs], key)
         self.kind = kind
 
     def loss(self):

@@ -205,7 +205,7 @@ def load_frozen(path, role):
 class Distillation:
     """The student's loss with a teacher (output or feature KD), or plain cross-entropy without one."""
 
-    def __init__(self, settings, student, teacher_path, fmt, height, width, criterion, device):
+    def __init__(self, settings, student, teacher_path, fmt, height, width, criterion, device, model_name):
         self.settings, self.criterion, self.distiller = settings, criterion, None
         self.teacher = self.teacher_ckpt = None
         if settings is None:
@@ -221,7 +221,8 @@ class Distillation:
             example = {"student": example_batch(fmt, height, width),
                        "teacher": example_batch(self.teacher_format, height, width)}
             self.distiller = FeatureDistiller(student, self.teacher, settings["layers"], example,
-                                              settings["feature_loss"]).to(device)
+                                              settings["feature_loss"], f"models.{model_name}.distill.layers")
+            self.distiller.to(device)
             student.train()
 
     @property
@@ -274,7 +275,7 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, in
         model.load_state_dict(load_frozen(init_path, "init")[1]["state_dict"])
         upstream["init"] = sha256_file(init_path)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
-    distillation = Distillation(kd, model, teacher_path, fmt, height, width, criterion, device)
+    distillation = Distillation(kd, model, teacher_path, fmt, height, width, criterion, device, model_name)
     if kd is not None:
         upstream["teacher"] = sha256_file(teacher_path)
     trained = list(model.parameters()) + (list(distillation.distiller.parameters()) if distillation.distiller else [])
