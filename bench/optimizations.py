@@ -116,7 +116,7 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "optimizations.json"))
     args = parser.parse_args()
     params, results = load_params(args.params), Path(args.results)
-    figures = {"results": str(results), "quantization": quantization(params, results),
+    figures = {"params": args.params, "results": str(results), "quantization": quantization(params, results),
                "distillation": distillation(params, results), "pruning": pruning(params, results)}
     fmt = lambda v: "n/a" if v is None else f"{v * 100:+.2f} pts"
     for row in figures["quantization"]:
