@@ -205,7 +205,7 @@ def load_frozen(path, role):
 class Distillation:
     """The student's loss with a teacher (output or feature KD), or plain cross-entropy without one."""
 
-    def __init__(self, settings, student, teacher_path, fmt, height, width, criterion, device, model_name):
+    def __init__(self, settings, student, teacher_path, fmt, classes, height, width, criterion, device, model_name):
         self.settings, self.criterion, self.distiller = settings, criterion, None
         self.teacher = self.teacher_ckpt = None
         if settings is None:
@@ -213,6 +213,9 @@ class Distillation:
         if teacher_path is None:
             raise UserError(f"--teacher: required, the model distils from {settings['teacher']!r}")
         self.teacher, self.teacher_ckpt = load_frozen(teacher_path, "teacher")
+        if self.teacher_ckpt["classes"] != classes:
+            raise UserError(f"{teacher_path}: the teacher predicts {self.teacher_ckpt['classes']}, the student's "
+                            f"data has {classes}")
         if (self.teacher_ckpt["height"], self.teacher_ckpt["width"]) != (height, width):
             raise UserError(f"{teacher_path}: the teacher was trained on {self.teacher_ckpt['height']}x"
                             f"{self.teacher_ckpt['width']} images, the student's data is {height}x{width}")
@@ -275,7 +278,7 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, in
         model.load_state_dict(load_frozen(init_path, "init")[1]["state_dict"])
         upstream["init"] = sha256_file(init_path)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
-    distillation = Distillation(kd, model, teacher_path, fmt, height, width, criterion, device, model_name)
+    distillation = Distillation(kd, model, teacher_path, fmt, classes, height, width, criterion, device, model_name)
     if kd is not None:
         upstream["teacher"] = sha256_file(teacher_path)
     trained = list(model.parameters()) + (list(distillation.distiller.parameters()) if distillation.distiller else [])
