@@ -16,9 +16,9 @@ from workflow.errors import UserError, cli
 from workflow.io import atomic_path, read_json, write_text
 
 COLUMNS = [
-    "model", "arch", "width_mult", "input_format", "artifact", "format", "precision", "quant_method",
-    "calibration", "runtime", "device", "status", "reason", "top1", "top1_pytorch", "test_images", "params",
-    "macs", "size_bytes", "threads",
+    "model", "arch", "width_mult", "input_format", "teacher", "kd_type", "kd_alpha", "prune_ratio", "prune_iteration",
+    "epochs", "artifact", "format", "precision", "quant_method", "calibration", "runtime", "device", "status",
+    "reason", "top1", "top1_pytorch", "test_images", "params", "macs", "size_bytes", "threads",
     "latency_first_ms", "latency_mean_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
     "throughput_fps", "throughput_fps_best", "throughput_best_threads", "peak_rss_mb",
     "providers", "cpu_model", "git_commit",
@@ -45,11 +45,17 @@ def bench_columns(bench):
 
 def artifact_columns(params, artifact, report):
     """What the artifact is: format, precision and how it was quantized."""
-    quantize = params["artifacts"][artifact].get("quantize", {})
+    entry = params["artifacts"][artifact]
     return {"format": report.get("format", artifact.split("-")[0]),
             "precision": report.get("precision", artifact.split("-", 1)[1]),
-            "quant_method": quantize.get("method"),
+            "quant_method": "qat" if "qat" in entry else entry.get("quantize", {}).get("method"),
             "calibration": report.get("calibration")}
+
+
+def optimization_columns(train):
+    """How the model was made: distillation (teacher, type, factor) and pruning (ratio, passes)."""
+    columns = {key: train.get(key) for key in ("teacher", "kd_type", "kd_alpha", "prune_ratio", "prune_iteration")}
+    return {**columns, "epochs": train.get("total_epochs", train.get("epochs"))}
 
 
 def rows(params, results):
@@ -62,7 +68,7 @@ def rows(params, results):
             for device in params["benchmark"]["devices"]:
                 bench = read_json(results / "bench" / device / model / f"{artifact}.json")
                 row = {"model": model, "arch": spec["arch"], "width_mult": spec["width_mult"],
-                       "input_format": spec["input_format"], "artifact": artifact,
+                       "input_format": spec["input_format"], **optimization_columns(train), "artifact": artifact,
                        **artifact_columns(params, artifact, report), "device": device,
                        "top1_pytorch": train["top1"], "git_commit": bench["provenance"]["git_commit"]}
                 failed = next((r for r in (report, evaluation, bench) if r.get("status") == "failed"), None)

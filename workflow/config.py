@@ -11,6 +11,7 @@ import jsonschema
 import yaml
 
 from workflow.errors import UserError
+from workflow.model_specs import check_links
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "params.schema.yaml"
 
@@ -50,7 +51,7 @@ def _describe(error):
     elif validator == "propertyNames":
         allowed = f"names matching {expected.get('pattern', expected)}"
     elif validator in ("minProperties", "maxProperties") and key.startswith("artifacts."):
-        allowed = "exactly one producer key (quantize, ...)"
+        allowed = "exactly one producer key (quantize, qat, ...)"
     else:
         allowed = error.message
     return f"key '{key}': got {value}, expected {allowed}"
@@ -77,6 +78,7 @@ def _check_semantics(params, source):
             if name not in params["artifacts"]:
                 raise UserError(f"{source}: key 'models.{model}.artifacts.{i}': got {name!r}, expected one of "
                                 f"{', '.join(params['artifacts'])}")
+    check_links(params, source)  # distill teachers, pruning sources
     for name, spec in params["artifacts"].items():
         if "quantize" in spec:
             _check_quantize(spec["quantize"], f"artifacts.{name}.quantize", params, source)

@@ -16,6 +16,7 @@ import yaml
 
 from workflow.config import load_params
 from workflow.errors import cli
+from workflow.model_specs import qat_settings, upstream_models
 
 PARAMS = "params.yaml"
 PACKED = "data/packed"
@@ -89,8 +90,68 @@ def quantize_stage(params, model, artifact):
         [out, report_path(model, artifact)], params=[f"artifacts.{artifact}"])
 
 
+def qat_args(spec):
+    """Command-line options of workflow.qat for one `artifacts` entry (Snakefile and dvc.yaml share it)."""
+    q = qat_settings(spec)
+    args = [f"--{key.replace('_', '-')} {q[key]}" for key in ("epochs", "steps", "lr", "freeze_bn_after")
+            if q[key] is not None]
+    return " ".join(args + ["--per-channel" if q["per_channel"] else "--no-per-channel"])
+
+
+def qat_stage(params, model, artifact):
+    fmt = params["models"][model]["input_format"]
+    checkpoint, reference = f"results/models/{model}/model.pt", artifact_path(model, "onnx-fp32")
+    out = artifact_path(model, artifact)
+    options = qat_args(params["artifacts"][artifact])
+    return Stage(
+        f"qat-{model}-{artifact}",
+        f"python -m workflow.qat --params {PARAMS} --checkpoint {checkpoint} --reference {reference} "
+        f"--data {PACKED} {options} --out {out}",
+        [checkpoint, reference, packed("rgb", "train.npy"), packed("rgb", "manifest.json"), packed(fmt, "test.npy"),
+         packed(fmt, "calib.npy"), packed(fmt, "manifest.json"), "workflow/qat.py", "workflow/finetune.py"],
+        [out, report_path(model, artifact)], params=["seed", "train", "export", "data.calib_subset",
+                                                     f"artifacts.{artifact}"])
+
+
 # Stages that derive an artifact from a trained model, by the producer key of its params entry.
-PRODUCERS = {"quantize": quantize_stage}
+PRODUCERS = {"quantize": quantize_stage, "qat": qat_stage}
+
+
+def checkpoint_of(model):
+    return f"results/models/{model}/model.pt"
+
+
+def upstream_args(spec):
+    """--teacher / --init options of workflow.train for a distilled model, and the checkpoints they name."""
+    links = upstream_models(spec)
+    files = [checkpoint_of(links[role]) for role in ("teacher", "init") if role in links]
+    args = "".join(f" --{role} {checkpoint_of(links[role])}" for role in ("teacher", "init") if role in links)
+    return args, files
+
+
+def train_stage(params, model):
+    """train (workflow.train), or prune (workflow.prune) for a model with a prune section: same outputs."""
+    spec = params["models"][model]
+    fmt, model_dir = spec["input_format"], f"results/models/{model}"
+    data = [packed("rgb", "train.npy"), packed("rgb", "manifest.json"), packed(fmt, "test.npy"),
+            packed(fmt, "manifest.json")]
+    if "prune" in spec:
+        source = checkpoint_of(spec["prune"]["from"])
+        return Stage(
+            f"prune-{model}",
+            f"python -m workflow.prune --params {PARAMS} --model {model} --source {source} --data {PACKED} "
+            f"--out {model_dir}",
+            [source, *data, "workflow/prune.py", "workflow/finetune.py", "workflow/models.py"],
+            [f"{model_dir}/model.pt"], params=["seed", "train", f"models.{model}"],
+            metrics=[f"{model_dir}/train_metrics.json", f"{model_dir}/prune_report.json"],
+            plots=[f"{model_dir}/history.csv"])
+    args, upstream = upstream_args(spec)
+    return Stage(
+        f"train-{model}",
+        f"python -m workflow.train --params {PARAMS} --model {model} --data {PACKED} --out {model_dir}{args}",
+        [*data, *upstream, "workflow/train.py", "workflow/models.py"] + (["workflow/distill.py"] if upstream else []),
+        [f"{model_dir}/model.pt"], params=["seed", "train", f"models.{model}"],
+        metrics=[f"{model_dir}/train_metrics.json"], plots=[f"{model_dir}/history.csv"])
 
 
 def device_deps(params, device):
@@ -115,13 +176,7 @@ def stages(params):
     for model, spec in params["models"].items():
         fmt = spec["input_format"]
         model_dir = f"results/models/{model}"
-        out.append(Stage(
-            f"train-{model}",
-            f"python -m workflow.train --params {PARAMS} --model {model} --data {PACKED} --out {model_dir}",
-            [packed("rgb", "train.npy"), packed("rgb", "manifest.json"), packed(fmt, "test.npy"),
-             packed(fmt, "manifest.json"), "workflow/train.py", "workflow/models.py"],
-            [f"{model_dir}/model.pt"], params=["seed", "train", f"models.{model}"],
-            metrics=[f"{model_dir}/train_metrics.json"], plots=[f"{model_dir}/history.csv"]))
+        out.append(train_stage(params, model))
         summary_deps.append(f"{model_dir}/train_metrics.json")
         onnx_path = artifact_path(model, "onnx-fp32")
         out.append(Stage(
