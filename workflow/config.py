@@ -50,8 +50,6 @@ def _describe(error):
         allowed = f"a name matching {expected}"
     elif validator == "propertyNames":
         allowed = f"names matching {expected.get('pattern', expected)}"
-    elif validator in ("minProperties", "maxProperties") and key.startswith("artifacts."):
-        allowed = "exactly one producer key (quantize, qat, ...)"
     else:
         allowed = error.message
     return f"key '{key}': got {value}, expected {allowed}"
@@ -80,6 +78,9 @@ def _check_semantics(params, source):
                                 f"{', '.join(params['artifacts'])}")
     check_links(params, source)  # distill teachers, pruning sources
     for name, spec in params["artifacts"].items():
+        if name != "onnx-fp32" and len(spec) != 1:
+            raise UserError(f"{source}: key 'artifacts.{name}': got {len(spec)} producer keys "
+                            f"({', '.join(spec) or 'none'}), expected exactly one (e.g. quantize, qat, tflite)")
         if "quantize" in spec:
             _check_quantize(spec["quantize"], f"artifacts.{name}.quantize", params, source)
     _check_devices(params, source)
