@@ -11,7 +11,7 @@ rule quantize_onnx:
     wildcard_constraints:
         artifact="|".join(artifacts_by_producer(P, "quantize")) or "^$",
     params:
-        options=lambda wc: quantize_args(P["artifacts"][wc.artifact]),
+        options=lambda wc: quantize_args(P, wc.artifact),
         settings=lambda wc: P["artifacts"][wc.artifact],
     log:
         "logs/quantize_onnx/{model}/{artifact}.log",

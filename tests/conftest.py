@@ -27,9 +27,6 @@ def tiny_params(**sections):
     params["train"]["schedule"].update(cosine_epochs=1, milestones=[])
     params["export"].update(parity_samples=16)
     params["benchmark"].update(warmup_runs=2, min_runs=5, min_duration_s=0.0, threads=[1], samples=4)
-    for spec in params["artifacts"].values():
-        if "calib_size" in spec.get("quantize", {}):
-            spec["quantize"]["calib_size"] = 32
     for name, values in sections.items():
         if isinstance(values, dict) and isinstance(params.get(name), dict):
             params[name].update(values)

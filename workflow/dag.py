@@ -59,10 +59,14 @@ def artifacts_by_producer(params, name):
     return [a for a in params["artifacts"] if producer(params, a) == name]
 
 
-def quantize_args(spec):
-    """Command-line options of workflow.quantize for one `artifacts` entry (Snakefile and dvc.yaml share it)."""
-    q = spec["quantize"]
+def quantize_args(params, artifact):
+    """Command-line options of workflow.quantize for one `artifacts` entry (Snakefile and dvc.yaml share it).
+
+    Static quantization calibrates on all packed calibration images unless calib_size says fewer."""
+    q = params["artifacts"][artifact]["quantize"]
     args = ["--method", q["method"]]
+    if q["method"] == "static" and "calib_size" not in q:
+        args += ["--calib-size", str(params["data"]["calib_subset"])]
     for key in ("format", "calibration", "percentile", "calib_size", "calib_batch", "weight_type",
                 "activation_type"):
         if key in q:
@@ -78,7 +82,7 @@ def quantize_stage(params, model, artifact):
     return Stage(
         f"quantize-{model}-{artifact}",
         f"python -m workflow.quantize --params {PARAMS} --model {source} "
-        f"{quantize_args(params['artifacts'][artifact])} --calib {packed(fmt, 'calib.npy')} "
+        f"{quantize_args(params, artifact)} --calib {packed(fmt, 'calib.npy')} "
         f"--manifest {packed(fmt, 'manifest.json')} --out {out}",
         [source, packed(fmt, "calib.npy"), packed(fmt, "manifest.json"), "workflow/quantize.py"],
         [out, report_path(model, artifact)], params=[f"artifacts.{artifact}"])
