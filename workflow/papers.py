@@ -317,11 +317,12 @@ def build_table(paper, params, tables, root=PAPERS_DIR):
 
 
 def _describe_tolerance(tol, unit):
+    """"±1 pp" (absolute; a % unit is in percentage points), "±10 % rel." (relative)."""
     parts = []
     if "abs" in tol:
-        parts.append(f"±{tol['abs']:g} {unit}".strip())
+        parts.append(f"±{tol['abs']:g} {'pp' if unit == '%' else unit}".strip())
     if "rel" in tol:
-        parts.append(f"±{100 * tol['rel']:g} %")
+        parts.append(f"±{100 * tol['rel']:g} % rel.")
     return " or ".join(parts)
 
 
