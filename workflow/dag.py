@@ -152,7 +152,7 @@ def stages(params):
         f"python -m workflow.aggregate --params {PARAMS} --results results --out results/summary.csv",
         summary_deps + ["workflow/aggregate.py"],
         ["results/summary.csv", "results/summary.md"]))
-    out += paper_and_plot_stages(params, out)
+    out += paper_and_plot_stages(params, out)  # keep last: they read the outputs of every stage above
     return out
 
 
