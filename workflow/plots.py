@@ -157,8 +157,8 @@ def plot_yuv_gain(pipeline, out, papers_dir=PAPERS_DIR):
         ax.plot(*zip(*points), "s-", label=f"reproduced on {device}")
     if not series:
         where = SOURCES["pipeline"]
-        ax.text(0.5, 0.08, f"reproduced: not run (pre-processing pipeline benchmark, {where} absent)",
-                transform=ax.transAxes, ha="center", fontsize=8, color="#c44e52")
+        ax.text(0.5, -0.2, f"reproduced: not run (pre-processing pipeline benchmark, {where} absent)",
+                transform=ax.transAxes, ha="center", va="top", fontsize=8, color="#c44e52")
     ax.set_xlabel("image area (megapixels)")
     ax.set_ylabel("latency gain of YUV 4:2:0 over RGB (%)")
     ax.set_title("YUV 4:2:0 latency gain vs image area")
@@ -176,17 +176,18 @@ def run_series(bench_files):
         run = bench["threads"][threads]
         if "latencies_ms" not in run:
             raise UserError(f"{path}: no per-run latencies (benchmarked by an older runner); rerun the benchmark")
-        label = f"{bench['model_name']}\n{Path(bench['artifact']).stem} @{bench['device']}, {threads} thr"
+        label = f"{bench['model_name']}\n{Path(bench['artifact']).stem}\n{bench['device']}, {threads} thr"
         series.append((label, run["latencies_ms"], run["first_run_ms"]))
     return series
 
 
 def plot_latency_distribution(series, out):
-    fig, ax = plt.subplots(figsize=(max(6.4, 1.6 * len(series)), 4.4))
+    fig, ax = plt.subplots(figsize=(max(6.4, 2.0 * len(series)), 4.4))
     if not series:
         not_run(ax, "not run: no benchmark results")
     else:
         data = [s[1] for s in series]
+        ax.set_yscale("log")  # the slowest runs are far above the median (seed 004 Fig. 5.9)
         ax.violinplot(data, showextrema=False)
         for i, values in enumerate(data, start=1):
             q = pd.Series(values).quantile([0.0, 0.5, 0.99, 1.0])
@@ -194,14 +195,14 @@ def plot_latency_distribution(series, out):
                 ax.scatter(i, value, marker=marker, color="black", s=18, zorder=3, label=name if i == 1 else None)
         ax.set_xticks(range(1, len(series) + 1), [s[0] for s in series], fontsize=7)
         ax.legend(fontsize=7)
-    ax.set_ylabel("inference time per run (ms)")
+    ax.set_ylabel("inference time per run (ms, log scale)")
     ax.set_title("Distribution of batch-1 inference time (timed runs after warm-up)")
     ax.grid(axis="y", alpha=0.3)
     save(fig, out, "latency_distribution")
 
 
 def plot_first_run_ratio(series, out):
-    fig, ax = plt.subplots(figsize=(max(6.4, 1.6 * len(series)), 4.4))
+    fig, ax = plt.subplots(figsize=(max(6.4, 2.0 * len(series)), 4.4))
     if not series:
         not_run(ax, "not run: no benchmark results")
     else:
