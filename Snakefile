@@ -7,7 +7,7 @@
 from pathlib import Path
 
 from workflow.dag import (BENCHMARK_KEYS, FORMATS, PACKED, artifact_path, artifacts_by_producer, artifacts_of,
-                          quantize_args, report_path, stages)
+                          device_deps, qat_args, quantize_args, report_path, stages, upstream_args)
 from workflow.errors import UserError
 from workflow.config import load_params
 
@@ -19,7 +19,11 @@ except UserError as err:
 
 DAG_STAGES = stages(P)  # the DVC stages; rules that mirror one exactly read its command from here
 MODELS = list(P["models"])
+# Pruned models come from the prune rule, all others from train (same outputs).
+PRUNED_MODELS = [m for m in MODELS if "prune" in P["models"][m]]
+TRAINED_MODELS = [m for m in MODELS if m not in PRUNED_MODELS]
 DEVICES = P["benchmark"]["devices"]
+PIPELINE = P["benchmark"]["pipeline"]
 for _device in DEVICES:
     workflow.global_resources.setdefault(f"device_{_device}", 1)
 
@@ -35,9 +39,12 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/export.smk"
 include: "rules/quantize.smk"
+include: "rules/prune.smk"
+include: "rules/qat.smk"
 include: "rules/evaluate.smk"
 include: "rules/benchmark.smk"
 include: "rules/aggregate.smk"
+include: "rules/pipeline.smk"
 include: "rules/papers.smk"
 include: "rules/report.smk"
 

@@ -7,7 +7,8 @@ rule benchmark:
         report=lambda wc: report_path(wc.model, wc.artifact),
         test=packed("test.npy"),
         manifest=packed("manifest.json"),
-        code=["workflow/benchmark.py", "workflow/device_runner.py"],
+        inventory=lambda wc: device_deps(P, wc.device),
+        code=["workflow/benchmark.py", "workflow/device_runner.py", "workflow/remote.py"],
     params:
         benchmark=lambda wc: {k: P["benchmark"][k] for k in BENCHMARK_KEYS},
     threads: max(P["benchmark"]["threads"])

@@ -17,7 +17,14 @@ def summary_inputs(wildcards):
         for artifact in artifacts_of(P, model):
             files += [report_path(model, artifact), f"results/eval/{model}/{artifact}.json"]
             files += [f"results/bench/{device}/{model}/{artifact}.json" for device in DEVICES]
-    return files
+    return files + pipeline_targets()
+
+
+def pipeline_targets(wildcards=None):
+    """The pipeline tables of every device, when benchmark.pipeline.enabled."""
+    if not PIPELINE["enabled"]:
+        return []
+    return [f"results/pipeline/{device}/pipeline.json" for device in DEVICES]
 
 
 def plot_output(path):

@@ -11,8 +11,14 @@ rule train:
         packed("manifest.json"),
         "workflow/train.py",
         "workflow/models.py",
+        # a distilled model's teacher and init checkpoints, and the KD code
+        lambda wc: upstream_args(P["models"][wc.model])[1],
+        lambda wc: ["workflow/distill.py"] if "distill" in P["models"][wc.model] else [],
+    wildcard_constraints:
+        model="|".join(TRAINED_MODELS) or "^$",
     params:
         train=lambda wc: {"seed": P["seed"], "train": P["train"], "model": P["models"][wc.model]},
+        upstream=lambda wc: upstream_args(P["models"][wc.model])[0],
     threads: P["train"]["num_threads"]
     resources:
         gpu=lambda wc: int(P["train"]["device"] == "cuda"),
@@ -22,5 +28,5 @@ rule train:
         "../envs/train.yaml"
     shell:
         "python -m workflow.train --params params.yaml --model {wildcards.model} --data data/packed "
-        "--out results/models/{wildcards.model}"
+        "--out results/models/{wildcards.model}{params.upstream}"
         " > {log} 2>&1"

@@ -57,6 +57,18 @@ def test_default_params_dag_agrees():
 def test_changed_matrix_still_agrees(tmp_path):
     params = tiny_params()
     params["models"]["mnv2-wide-yuv"] = {"arch": "mobilenetv2", "width_mult": 1.0, "input_format": "yuv420"}
+    # a ResNet-18 teacher, a YUV student distilled from it starting from a trained model, a pruned
+    # distilled student, and a QAT artifact with other settings
+    params["models"]["resnet-teacher"] = {"arch": "resnet18", "width_mult": 1.0, "input_format": "rgb",
+                                          "artifacts": ["onnx-fp32"]}
+    params["models"]["kd-yuv"] = {"arch": "mobilenetv2", "width_mult": 0.5, "input_format": "yuv420",
+                                  "distill": {"teacher": "resnet-teacher", "type": "feature", "init":
+                                              "mobilenetv2-yuv420", "layers": [{"student": "features.6",
+                                                                                "teacher": "layer2"}]}}
+    params["models"]["kd-yuv-pruned"] = {"arch": "mobilenetv2", "width_mult": 0.5, "input_format": "yuv420",
+                                         "prune": {"from": "kd-yuv", "ratio": 0.3},
+                                         "artifacts": ["onnx-fp32", "onnx-int8-qat"]}
+    params["artifacts"]["onnx-int8-qat"] = {"qat": {"epochs": 2, "lr": 0.01, "per_channel": False}}
     params["benchmark"]["threads"] = [1, 2, 4]
     check_parity(workdir_with(tmp_path, params), params)
 

@@ -11,6 +11,7 @@ from workflow.artifacts import failure_reason, write_failed
 def test_failed_conversion_flows_into_a_summary_row(tmp_path, trained, packed_dir):
     params = tiny_params()
     params["models"] = {"mobilenetv2-rgb": params["models"]["mobilenetv2-rgb"]}
+    params["benchmark"]["pipeline"]["enabled"] = False  # it needs a YUV model too
     params["artifacts"] = {"onnx-fp32": {}, "onnx-int8-static": params["artifacts"]["onnx-int8-static"]}
     params_path = write_params(tmp_path / "params.yaml", params)
     results, model = tmp_path / "results", "mobilenetv2-rgb"

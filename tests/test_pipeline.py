@@ -7,6 +7,7 @@ import sys
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import CIFAR_NPZ, REPO
 
@@ -15,8 +16,10 @@ pytestmark = pytest.mark.slow
 TINY = ["data.source=npz", f"data.path={CIFAR_NPZ}", "data.train_subset=2048", "data.test_subset=500",
         "data.calib_subset=32", "train.epochs=2", "train.batch_size=32", "train.num_threads=1", "train.schedule.cosine_epochs=2",
         "train.schedule.milestones=[]", "export.parity_samples=16", "benchmark.warmup_runs=2",
-        "benchmark.min_runs=10", "benchmark.min_duration_s=0", "benchmark.threads=[1, 2]", "benchmark.samples=4"]
-RGB_BRANCH = {"train-mobilenetv2-rgb", "export-mobilenetv2-rgb", "aggregate"} | {
+        "benchmark.min_runs=10", "benchmark.min_duration_s=0", "benchmark.threads=[1, 2]", "benchmark.samples=4",
+        "benchmark.stream_workers=[2]", "benchmark.pipeline.resolutions=[[640, 360], [1280, 720]]",
+        "benchmark.pipeline.min_duration_s=0.1"]
+RGB_BRANCH = {"train-mobilenetv2-rgb", "export-mobilenetv2-rgb", "pipeline-local", "aggregate"} | {
     f"{stage}-mobilenetv2-rgb-{artifact}" for artifact in ("onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static")
     for stage in ("evaluate", "benchmark-local")} | {
     f"quantize-mobilenetv2-rgb-{artifact}" for artifact in ("onnx-int8-dynamic", "onnx-int8-static")}
@@ -35,6 +38,16 @@ def snakemake_plan(project):
     return re.findall(r"^(?:local)?rule (\w+):", out, re.M), out
 
 
+def keep_baseline_matrix(project):
+    """The two baseline models and the ORT artifacts; tests/test_optimizations_pipeline.py runs the
+    distilled and pruned models and QAT end to end."""
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["models"] = {m: params["models"][m] for m in ("mobilenetv2-rgb", "mobilenetv2-yuv420")}
+    params["artifacts"] = {a: spec for a, spec in params["artifacts"].items() if "qat" not in spec}
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     if not CIFAR_NPZ.exists():
@@ -46,6 +59,7 @@ def project(tmp_path_factory):
             (project / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, project / name)
     sh(project, sys.executable, "-m", "workflow.set_params", *TINY)
+    keep_baseline_matrix(project)
     sh(project, sys.executable, "-m", "workflow.dag")
     sh(project, "git", "init", "-q")
     sh(project, "git", "add", "-A")
@@ -72,6 +86,12 @@ def test_summary_rows_measured_from_onnx(project):
     assert "| mobilenetv2-yuv420 |" in (project / "results" / "summary.md").read_text()
 
 
+def test_pipeline_table_in_the_summary(project):
+    table = pd.read_csv(project / "results" / "pipeline" / "local" / "table.csv")
+    assert table[["width", "height"]].values.tolist() == [[640, 360], [1280, 720]] and (table["status"] == "ok").all()
+    assert "## Pre-processing pipeline" in (project / "results" / "summary.md").read_text()
+
+
 def test_noop_rerun(project):
     jobs, out = snakemake_plan(project)
     assert jobs == [] and "Nothing to be done" in out
@@ -82,7 +102,7 @@ def test_param_change_reruns_only_the_affected_branch(project):
     assert sh(project, "dvc", "status", "--json").stdout.strip() == "{}"
     sh(project, sys.executable, "-m", "workflow.set_params", "models.mobilenetv2-rgb.width_mult=0.35")
     jobs, _ = snakemake_plan(project)
-    assert sorted(jobs) == sorted(["train", "export_onnx", "aggregate"] + ["quantize_onnx"] * 2
+    assert sorted(jobs) == sorted(["train", "export_onnx", "pipeline_bench", "aggregate"] + ["quantize_onnx"] * 2
                                   + ["evaluate"] * 3 + ["benchmark"] * 3)
 
     out = sh(project, "dvc", "repro").stdout

@@ -207,7 +207,8 @@ def test_runtime_not_installed_is_a_one_line_error(models, tmp_path):
 
 def test_runner_is_self_contained():
     """It is copied to boards alone: stdlib, numpy and the runtimes only, never the workflow package."""
-    allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime"}
+    allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime",
+                                               "hailo_platform", "cv2"}
     imported = set()
     for node in ast.walk(ast.parse(RUNNER.read_text())):
         if isinstance(node, ast.Import):
@@ -265,3 +266,65 @@ def test_benchmark_stage_rejects_a_format_mismatch(tmp_path, packed_dir, stage_m
                         "--artifact", stage_models["rgb"], "--packed", packed_dir / "yuv420" / "test.npy",
                         "--manifest", packed_dir / "yuv420" / "manifest.json", "--out", tmp_path / "out.json")
     assert_one_line_error(result, "packed data is yuv420", "takes rgb")
+
+
+# ----------------------------------------------------------------------------- extra measurements
+def test_stream_throughput_with_writer_reader_queue(models, tmp_path):
+    model, inputs = models["yuv"]
+    out = tmp_path / "r.json"
+    result = quick(model, inputs, out, "--stream-workers", "1,3", "--min-runs", 30)
+    assert result.returncode == 0, result.stderr
+    stream = json.loads(out.read_text())["stream"]
+    assert set(stream) == {"1", "3"}
+    for workers, entry in stream.items():
+        assert entry["workers"] == int(workers) and entry["frames"] >= 30 and entry["duration_s"] >= 0.05
+        assert entry["throughput_fps"] == pytest.approx(entry["frames"] / entry["duration_s"])
+        assert entry["latency_ms"]["min"] <= entry["latency_ms"]["p50"] <= entry["latency_ms"]["max"]
+
+
+def test_perf_counters_or_an_honest_unavailable(models, tmp_path):
+    """This VM has no PMU: perf says <not supported>, and so must the result. Where the CPU
+    has counters, they come back with a plausible IPC."""
+    import shutil
+
+    model, inputs = models["rgb"]
+    out = tmp_path / "r.json"
+    result = quick(model, inputs, out, "--perf")
+    assert result.returncode == 0, result.stderr
+    perf = json.loads(out.read_text())["perf"]
+    if shutil.which("perf") is None:
+        assert perf == {"available": False, "reason": "perf not found on PATH"}
+        return
+    probe = subprocess.run(["perf", "stat", "-x", ",", "-e", "instructions", "true"], capture_output=True, text=True)
+    if "<not supported>" in probe.stderr or probe.returncode != 0:
+        assert perf["available"] is False and "instructions" in perf["unsupported"]
+        assert "not supported" in perf["reason"] and "ipc" not in perf
+    else:
+        assert perf["available"] is True and 0.05 < perf["ipc"] < 10
+        assert perf["per_inference"]["instructions"] > 1e5
+
+
+def test_rt_mode_counts_deadline_misses(models, tmp_path):
+    model, inputs = models["rgb"]
+    results = {}
+    for deadline in ("0.000001", "1000"):
+        out = tmp_path / f"rt{deadline}.json"
+        result = quick(model, inputs, out, "--rt-period-ms", 2, "--rt-deadline-ms", deadline, "--rt-jobs", 25,
+                       "--rt-priority", 10, "--cpus", 0)
+        assert result.returncode == 0, result.stderr
+        results[deadline] = json.loads(out.read_text())
+    tight, loose = results["0.000001"]["rt"], results["1000"]["rt"]
+    assert tight["jobs"] == 25 and tight["deadline_misses"] == 25 and tight["deadline_miss_ratio"] == 1.0
+    assert loose["deadline_misses"] == 0 and loose["deadline_miss_ratio"] == 0.0
+    assert loose["period_ms"] == 2 and loose["start_delay_ms"]["min"] >= 0
+    assert loose["jitter_ms"] == pytest.approx(loose["response_time_ms"]["max"] - loose["response_time_ms"]["min"])
+    # SCHED_FIFO is applied when permitted (root here), or the refusal is recorded.
+    assert loose["scheduler"]["policy"] == "SCHED_FIFO" or "error" in loose["scheduler"]
+    assert results["1000"]["settings"]["affinity"] == [0]
+
+
+def test_model_the_runtime_cannot_load_exits_3(tmp_path, models):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    result = quick(broken, models["rgb"][1], tmp_path / "r.json")
+    assert result.returncode == 3 and "onnxruntime cannot load the model" in result.stderr

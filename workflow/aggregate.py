@@ -16,16 +16,18 @@ from workflow.errors import UserError, cli
 from workflow.io import atomic_path, read_json, write_text
 
 COLUMNS = [
-    "model", "arch", "width_mult", "input_format", "artifact", "format", "precision", "quant_method",
-    "calibration", "runtime", "device", "status", "reason", "top1", "top1_pytorch", "test_images", "params", "macs", "size_bytes", "threads",
+    "model", "arch", "width_mult", "input_format", "teacher", "kd_type", "kd_alpha", "prune_ratio", "prune_iteration",
+    "epochs", "artifact", "format", "precision", "quant_method", "calibration", "runtime", "device", "status",
+    "reason", "top1", "top1_pytorch", "test_images", "params", "macs", "size_bytes", "threads",
     "latency_first_ms", "latency_mean_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
     "throughput_fps", "throughput_fps_best", "throughput_best_threads", "peak_rss_mb",
     "providers", "cpu_model", "git_commit",
 ]
 
 
-def bench_columns(bench, sweep_threads):
-    """Latency at the first thread count of the sweep; best throughput over the sweep."""
+def bench_columns(bench):
+    """Latency at the first thread count of the device's sweep; best throughput over the sweep."""
+    sweep_threads = bench["settings"]["threads"]
     first = bench["threads"][str(sweep_threads[0])]
     best_t = max(bench["threads"], key=lambda t: bench["threads"][t]["throughput_fps"])
     lat = first["latency_ms"]
@@ -43,11 +45,17 @@ def bench_columns(bench, sweep_threads):
 
 def artifact_columns(params, artifact, report):
     """What the artifact is: format, precision and how it was quantized."""
-    quantize = params["artifacts"][artifact].get("quantize", {})
+    entry = params["artifacts"][artifact]
     return {"format": report.get("format", artifact.split("-")[0]),
             "precision": report.get("precision", artifact.split("-", 1)[1]),
-            "quant_method": quantize.get("method"),
+            "quant_method": "qat" if "qat" in entry else entry.get("quantize", {}).get("method"),
             "calibration": report.get("calibration")}
+
+
+def optimization_columns(train):
+    """How the model was made: distillation (teacher, type, factor) and pruning (ratio, passes)."""
+    columns = {key: train.get(key) for key in ("teacher", "kd_type", "kd_alpha", "prune_ratio", "prune_iteration")}
+    return {**columns, "epochs": train.get("total_epochs", train.get("epochs"))}
 
 
 def rows(params, results):
@@ -60,7 +68,7 @@ def rows(params, results):
             for device in params["benchmark"]["devices"]:
                 bench = read_json(results / "bench" / device / model / f"{artifact}.json")
                 row = {"model": model, "arch": spec["arch"], "width_mult": spec["width_mult"],
-                       "input_format": spec["input_format"], "artifact": artifact,
+                       "input_format": spec["input_format"], **optimization_columns(train), "artifact": artifact,
                        **artifact_columns(params, artifact, report), "device": device,
                        "top1_pytorch": train["top1"], "git_commit": bench["provenance"]["git_commit"]}
                 failed = next((r for r in (report, evaluation, bench) if r.get("status") == "failed"), None)
@@ -69,7 +77,7 @@ def rows(params, results):
                     continue
                 yield {**row, "runtime": evaluation["runtime"], "status": "ok", "top1": evaluation["top1"],
                        "test_images": evaluation["test_images"],
-                       **bench_columns(bench, params["benchmark"]["threads"])}
+                       **bench_columns(bench)}
 
 
 def to_markdown(table):
@@ -90,6 +98,20 @@ def to_markdown(table):
     return "# Summary\n\n" + view.to_markdown(index=False, floatfmt=".2f") + "\n"
 
 
+def pipeline_markdown(params, results):
+    """Seed 000's pre-processing table per device (workflow/pipeline_bench.py), when enabled."""
+    if not params["benchmark"]["pipeline"]["enabled"]:
+        return ""
+    text = "\n## Pre-processing pipeline: RGB (resize + YUV->RGB + infer) vs YUV 4:2:0 (resize + infer)\n"
+    for device in params["benchmark"]["devices"]:
+        table = pd.DataFrame(read_json(Path(results) / "pipeline" / device / "pipeline.json")["table"])
+        columns = ["width", "height", "status", "rgb_latency_ms", "rgb_single_fps", "rgb_multi_fps", "yuv_latency_ms",
+                   "yuv_single_fps", "yuv_multi_fps", "gain_latency_pct", "gain_single_pct", "gain_multi_pct"]
+        table = table.reindex(columns=columns + (["reason"] if (table["status"] != "ok").any() else []))
+        text += f"\n### {device}\n\n" + table.to_markdown(index=False, floatfmt=".2f") + "\n"
+    return text
+
+
 def aggregate(params, results, out):
     table = pd.DataFrame(list(rows(params, results)), columns=COLUMNS)
     if table.empty:
@@ -97,7 +119,7 @@ def aggregate(params, results, out):
     out = Path(out)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
-    write_text(out.with_suffix(".md"), to_markdown(table))
+    write_text(out.with_suffix(".md"), to_markdown(table) + pipeline_markdown(params, results))
     return table
 
 

@@ -6,9 +6,12 @@
         --out results/bench/local/mobilenetv2-rgb/model.json
 
 The timing itself is done by workflow/device_runner.py in a fresh process on the
-device (so peak RSS is the model's, not this stage's). This stage prepares its
-inputs (the first ``benchmark.samples`` test images), and adds the graph's size,
-parameters and MACs, checksums and provenance to the runner's result.
+device (so peak RSS is the model's, not this stage's): ``local`` or an inventory
+device over SSH (workflow/remote.py). This stage prepares its inputs (the first
+``benchmark.samples`` test images), and adds the graph's size, parameters and MACs,
+checksums, deploy facts and provenance to the runner's result. A device that gives no
+result after its retries is recorded with status ``failed`` and the reason (exit 0), so
+other devices and artifacts go on.
 """
 import argparse
 import json
@@ -22,30 +25,77 @@ import numpy as np
 from workflow.artifacts import failure_reason
 from workflow.config import load_params, params_hash
 from workflow.datasets import load_packed, to_model_inputs
+from workflow.device_runner import RUNTIME_BY_SUFFIX
 from workflow.errors import UserError, cli
+from workflow.inventory import DEFAULT_INVENTORY, device_profile
 from workflow.io import read_json, sha256_file, write_json
 from workflow.onnx_stats import onnx_stats
 from workflow.provenance import provenance
+from workflow.remote import DeviceFailure, run_remote
 
 RUNNER = Path(__file__).with_name("device_runner.py")
-RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime"}
 
 
-def run_on_device(device, runner_args, workdir):
-    """Run device_runner.py with ``runner_args`` on ``device``; return its result dict.
+def run_on_device(device, runner_args, files, workdir, inventory=DEFAULT_INVENTORY):
+    """Run device_runner.py on ``device``; return (its result dict, deploy facts or None).
 
-    The one place that knows how to reach a device. ``local`` runs the runner in a
-    fresh process with this interpreter; the result lands in the scratch ``workdir``.
+    The one place that knows how to reach a device. ``files`` maps runner flags to local
+    files (``{"--model": path}``); a remote device gets them through its content-addressed
+    cache. ``local`` runs the runner in a fresh process with this interpreter. A device
+    that produces no result raises DeviceFailure (after the profile's retries, for a
+    remote one); a mistake in the inputs (runner exit status 2) raises UserError.
     """
-    if device != "local":
-        raise UserError(f"device {device!r}: only 'local' is supported")
+    profile = device_profile(device, inventory)
+    if profile is not None:
+        local, deploy = run_remote(profile, runner_args, files, workdir)
+        return json.loads(local.read_text()), deploy
     out = Path(workdir) / "runner.json"
-    proc = subprocess.run([sys.executable, str(RUNNER), *runner_args, "--out", str(out)],
-                          capture_output=True, text=True)
+    argv = [sys.executable, str(RUNNER), *runner_args]
+    for flag, path in files.items():
+        argv += [flag, str(path)]
+    proc = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True)
     if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines() or [f"no error output, exit status {proc.returncode}"]
-        raise UserError(f"device_runner on {device} failed: {lines[-1].removeprefix('error: ')}")
-    return json.loads(out.read_text())
+        last = (proc.stderr.strip().splitlines() or [f"no error output, exit status {proc.returncode}"])[-1]
+        last = last.removeprefix("error: ")
+        if proc.returncode == 2:
+            raise UserError(f"device_runner on {device} failed: {last}")
+        if proc.returncode == 3:
+            raise DeviceFailure(f"the runtime on {device} cannot run the model: {last}", retry=False)
+        raise DeviceFailure(f"runner on {device} crashed (exit status {proc.returncode}): {last}", retry=False)
+    return json.loads(out.read_text()), None
+
+
+def failed_result(device, failure):
+    """What a benchmark that produced no numbers records: a row with status failed and why."""
+    return {"status": "failed", "reason": failure.reason, "device_name": device, "attempts": failure.attempts}
+
+
+def runner_options(settings, profile, runtime):
+    """Runner flags from params.yaml benchmark.* and the device's inventory profile."""
+    threads = (profile or {}).get("threads") or settings["threads"]
+    args = ["--runtime", runtime, "--warmup", str(settings["warmup_runs"]), "--min-runs", str(settings["min_runs"]),
+            "--min-duration", str(settings["min_duration_s"]), "--threads", ",".join(map(str, threads))]
+    if settings["stream_workers"]:
+        args += ["--stream-workers", ",".join(map(str, settings["stream_workers"]))]
+    if runtime == "litert":
+        args += ["--xnnpack", "on" if settings["xnnpack"] else "off"]
+    if settings["perf_counters"]:
+        args.append("--perf")
+    rt = settings["rt"]
+    if rt["period_ms"]:
+        args += ["--rt-period-ms", str(rt["period_ms"]), "--rt-deadline-ms", str(rt["deadline_ms"]),
+                 "--rt-jobs", str(rt["jobs"]), "--rt-priority", str(rt["priority"])]
+    if profile and profile["cpus"]:
+        args += ["--cpus", ",".join(map(str, profile["cpus"]))]
+    if profile and profile["governor"]:
+        args += ["--expect-governor", profile["governor"]]
+    return args
+
+
+def model_stats(artifact):
+    if artifact.suffix == ".onnx":
+        return onnx_stats(artifact)
+    return {"params": None, "macs": None, "size_bytes": artifact.stat().st_size}
 
 
 def benchmark(params, device, model_name, artifact, packed, manifest_path):
@@ -68,17 +118,23 @@ def benchmark(params, device, model_name, artifact, packed, manifest_path):
     if split not in manifest["splits"]:
         raise UserError(f"{packed}: split '{split}' is not in {manifest_path}")
     settings = params["benchmark"]
+    profile = device_profile(device, settings["inventory"])
     images, _ = load_packed(packed, manifest, split)
     inputs = to_model_inputs(images[:settings["samples"]], input_format, manifest["height"], manifest["width"])
 
+    deploy = None
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         samples = Path(workdir) / "samples.npz"
         np.savez(samples, **inputs)
-        runner_args = ["--model", str(artifact), "--inputs", str(samples), "--runtime", runtime,
-                       "--warmup", str(settings["warmup_runs"]), "--min-runs", str(settings["min_runs"]),
-                       "--min-duration", str(settings["min_duration_s"]),
-                       "--threads", ",".join(map(str, settings["threads"])), "--device-name", device]
-        result = run_on_device(device, runner_args, workdir)
+        runner_args = [*runner_options(settings, profile, runtime), "--device-name", device]
+        try:
+            if profile is not None and runtime not in profile["runtimes"]:
+                raise DeviceFailure(f"runtime {runtime} is not installed on {device} (inventory runtimes: "
+                                    f"{', '.join(profile['runtimes'])})", retry=False)
+            result, deploy = run_on_device(device, runner_args, {"--model": artifact, "--inputs": samples},
+                                           workdir, settings["inventory"])
+        except DeviceFailure as failure:
+            result = failed_result(device, failure)
 
     return {
         "model_name": model_name,
@@ -87,8 +143,9 @@ def benchmark(params, device, model_name, artifact, packed, manifest_path):
         "artifact": str(artifact),
         "artifact_sha256": sha256_file(artifact),
         "input_format": input_format,
-        "model_stats": onnx_stats(artifact),
+        "model_stats": model_stats(artifact),
         **result,
+        "deploy": deploy,
         "provenance": provenance(params_hash(settings)),
     }
 
@@ -121,7 +178,10 @@ def main(argv=None):
         return
     result = benchmark(params, args.device, args.model_name, args.artifact, args.packed, args.manifest)
     write_json(args.out, result)
-    first = result["threads"][str(params["benchmark"]["threads"][0])]
+    if result["status"] != "ok":
+        print(f"{args.model_name} on {args.device}: failed: {result['reason']} -> {args.out}")
+        return
+    first = result["threads"][str(result["settings"]["threads"][0])]
     print(f"{args.model_name} on {args.device}: p50 {first['latency_ms']['p50']:.3f} ms at {first['threads']} "
           f"thread(s), peak RSS {result['memory']['peak_rss_mb']:.0f} MB -> {args.out}")
 

@@ -11,10 +11,9 @@ import jsonschema
 import yaml
 
 from workflow.errors import UserError
+from workflow.model_specs import check_links
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "params.schema.yaml"
-# Devices a benchmark can run on. `local` is this machine and needs no configuration.
-KNOWN_DEVICES = ("local",)
 
 
 def _key_path(error):
@@ -52,7 +51,7 @@ def _describe(error):
     elif validator == "propertyNames":
         allowed = f"names matching {expected.get('pattern', expected)}"
     elif validator in ("minProperties", "maxProperties") and key.startswith("artifacts."):
-        allowed = "exactly one producer key (quantize, ...)"
+        allowed = "exactly one producer key (quantize, qat, ...)"
     else:
         allowed = error.message
     return f"key '{key}': got {value}, expected {allowed}"
@@ -79,13 +78,30 @@ def _check_semantics(params, source):
             if name not in params["artifacts"]:
                 raise UserError(f"{source}: key 'models.{model}.artifacts.{i}': got {name!r}, expected one of "
                                 f"{', '.join(params['artifacts'])}")
+    check_links(params, source)  # distill teachers, pruning sources
     for name, spec in params["artifacts"].items():
         if "quantize" in spec:
             _check_quantize(spec["quantize"], f"artifacts.{name}.quantize", params, source)
+    _check_devices(params, source)
+    pipeline = params["benchmark"]["pipeline"]
+    for key, fmt in (("rgb_model", "rgb"), ("yuv_model", "yuv420")):
+        model = params["models"].get(pipeline[key])
+        if pipeline["enabled"] and (model is None or model["input_format"] != fmt):
+            raise UserError(f"{source}: key 'benchmark.pipeline.{key}': got {pipeline[key]!r}, expected a model "
+                            f"of `models` with input_format {fmt}")
+
+
+def _check_devices(params, source):
+    """Every device but `local` must have a profile in the inventory (config/devices.yaml)."""
+    from workflow.inventory import LOCAL, load_inventory
+
+    inventory_path = params["benchmark"]["inventory"]
+    remote = [d for d in params["benchmark"]["devices"] if d != LOCAL]
+    inventory = load_inventory(inventory_path) if remote else {}
     for i, device in enumerate(params["benchmark"]["devices"]):
-        if device not in KNOWN_DEVICES:
-            raise UserError(f"{source}: key 'benchmark.devices.{i}': got {device!r}, expected one of "
-                            f"{', '.join(KNOWN_DEVICES)}")
+        if device != LOCAL and device not in inventory:
+            raise UserError(f"{source}: key 'benchmark.devices.{i}': got {device!r}, expected local or a device "
+                            f"of {inventory_path} ({', '.join(inventory) or 'none defined'})")
 
 
 STATIC_ONLY = ("format", "calibration", "percentile", "calib_size", "calib_batch", "activation_type")

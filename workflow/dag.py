@@ -16,13 +16,15 @@ import yaml
 
 from workflow.config import load_params
 from workflow.errors import cli
+from workflow.model_specs import qat_settings, upstream_models
 
 PARAMS = "params.yaml"
 PACKED = "data/packed"
 FORMATS = ("rgb", "yuv420")
 # An artifact's name starts with its file format: onnx-fp32, onnx-int8-static, tflite-fp16 ...
 FILE_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "hef": ".hef"}
-BENCHMARK_KEYS = ("warmup_runs", "min_runs", "min_duration_s", "threads", "samples")
+BENCHMARK_KEYS = ("warmup_runs", "min_runs", "min_duration_s", "threads", "samples", "stream_workers", "xnnpack",
+                  "perf_counters", "rt")
 
 
 @dataclass
@@ -88,8 +90,73 @@ def quantize_stage(params, model, artifact):
         [out, report_path(model, artifact)], params=[f"artifacts.{artifact}"])
 
 
+def qat_args(spec):
+    """Command-line options of workflow.qat for one `artifacts` entry (Snakefile and dvc.yaml share it)."""
+    q = qat_settings(spec)
+    args = [f"--{key.replace('_', '-')} {q[key]}" for key in ("epochs", "steps", "lr", "freeze_bn_after")
+            if q[key] is not None]
+    return " ".join(args + ["--per-channel" if q["per_channel"] else "--no-per-channel"])
+
+
+def qat_stage(params, model, artifact):
+    fmt = params["models"][model]["input_format"]
+    checkpoint, reference = f"results/models/{model}/model.pt", artifact_path(model, "onnx-fp32")
+    out = artifact_path(model, artifact)
+    options = qat_args(params["artifacts"][artifact])
+    return Stage(
+        f"qat-{model}-{artifact}",
+        f"python -m workflow.qat --params {PARAMS} --checkpoint {checkpoint} --reference {reference} "
+        f"--data {PACKED} {options} --out {out}",
+        [checkpoint, reference, packed("rgb", "train.npy"), packed("rgb", "manifest.json"), packed(fmt, "test.npy"),
+         packed(fmt, "calib.npy"), packed(fmt, "manifest.json"), "workflow/qat.py", "workflow/finetune.py"],
+        [out, report_path(model, artifact)], params=["seed", "train", "export", "data.calib_subset",
+                                                     f"artifacts.{artifact}"])
+
+
 # Stages that derive an artifact from a trained model, by the producer key of its params entry.
-PRODUCERS = {"quantize": quantize_stage}
+PRODUCERS = {"quantize": quantize_stage, "qat": qat_stage}
+
+
+def checkpoint_of(model):
+    return f"results/models/{model}/model.pt"
+
+
+def upstream_args(spec):
+    """--teacher / --init options of workflow.train for a distilled model, and the checkpoints they name."""
+    links = upstream_models(spec)
+    files = [checkpoint_of(links[role]) for role in ("teacher", "init") if role in links]
+    args = "".join(f" --{role} {checkpoint_of(links[role])}" for role in ("teacher", "init") if role in links)
+    return args, files
+
+
+def train_stage(params, model):
+    """train (workflow.train), or prune (workflow.prune) for a model with a prune section: same outputs."""
+    spec = params["models"][model]
+    fmt, model_dir = spec["input_format"], f"results/models/{model}"
+    data = [packed("rgb", "train.npy"), packed("rgb", "manifest.json"), packed(fmt, "test.npy"),
+            packed(fmt, "manifest.json")]
+    if "prune" in spec:
+        source = checkpoint_of(spec["prune"]["from"])
+        return Stage(
+            f"prune-{model}",
+            f"python -m workflow.prune --params {PARAMS} --model {model} --source {source} --data {PACKED} "
+            f"--out {model_dir}",
+            [source, *data, "workflow/prune.py", "workflow/finetune.py", "workflow/models.py"],
+            [f"{model_dir}/model.pt"], params=["seed", "train", f"models.{model}"],
+            metrics=[f"{model_dir}/train_metrics.json", f"{model_dir}/prune_report.json"],
+            plots=[f"{model_dir}/history.csv"])
+    args, upstream = upstream_args(spec)
+    return Stage(
+        f"train-{model}",
+        f"python -m workflow.train --params {PARAMS} --model {model} --data {PACKED} --out {model_dir}{args}",
+        [*data, *upstream, "workflow/train.py", "workflow/models.py"] + (["workflow/distill.py"] if upstream else []),
+        [f"{model_dir}/model.pt"], params=["seed", "train", f"models.{model}"],
+        metrics=[f"{model_dir}/train_metrics.json"], plots=[f"{model_dir}/history.csv"])
+
+
+def device_deps(params, device):
+    """The inventory file for a remote device (its SSH profile is an input); nothing for local."""
+    return [] if device == "local" else [params["benchmark"]["inventory"]]
 
 
 def packed(fmt, name):
@@ -109,13 +176,7 @@ def stages(params):
     for model, spec in params["models"].items():
         fmt = spec["input_format"]
         model_dir = f"results/models/{model}"
-        out.append(Stage(
-            f"train-{model}",
-            f"python -m workflow.train --params {PARAMS} --model {model} --data {PACKED} --out {model_dir}",
-            [packed("rgb", "train.npy"), packed("rgb", "manifest.json"), packed(fmt, "test.npy"),
-             packed(fmt, "manifest.json"), "workflow/train.py", "workflow/models.py"],
-            [f"{model_dir}/model.pt"], params=["seed", "train", f"models.{model}"],
-            metrics=[f"{model_dir}/train_metrics.json"], plots=[f"{model_dir}/history.csv"]))
+        out.append(train_stage(params, model))
         summary_deps.append(f"{model_dir}/train_metrics.json")
         onnx_path = artifact_path(model, "onnx-fp32")
         out.append(Stage(
@@ -144,9 +205,12 @@ def stages(params):
                     f"--artifact {path} --packed {packed(fmt, 'test.npy')} "
                     f"--manifest {packed(fmt, 'manifest.json')} --out {bench_out}",
                     [path, report, packed(fmt, "test.npy"), packed(fmt, "manifest.json"), "workflow/benchmark.py",
-                     "workflow/device_runner.py"],
+                     "workflow/device_runner.py", "workflow/remote.py", *device_deps(params, device)],
                     [], params=[f"benchmark.{k}" for k in BENCHMARK_KEYS], metrics=[bench_out]))
                 summary_deps.append(bench_out)
+    pipeline = pipeline_stages(params)
+    out += pipeline
+    summary_deps += [s.metrics[0] for s in pipeline]
     out.append(Stage(
         "aggregate",
         f"python -m workflow.aggregate --params {PARAMS} --results results --out results/summary.csv",
@@ -191,6 +255,26 @@ def paper_and_plot_stages(params, stages_so_far):
         ["results/summary.csv", *([optional["pipeline"]] if pipeline else []), *bench,
          f"{PAPERS_DIR}/yuv420_mobilenetv2.yaml", "workflow/plots.py"],
         plot_files(params)))
+    return out
+
+
+def pipeline_stages(params):
+    """Seed 000's pre-processing pipeline table per device (workflow/pipeline_bench.py)."""
+    settings = params["benchmark"]["pipeline"]
+    if not settings["enabled"]:
+        return []
+    rgb, yuv = artifact_path(settings["rgb_model"], "onnx-fp32"), artifact_path(settings["yuv_model"], "onnx-fp32")
+    out = []
+    for device in params["benchmark"]["devices"]:
+        folder = f"results/pipeline/{device}"
+        out.append(Stage(
+            f"pipeline-{device}",
+            f"python -m workflow.pipeline_bench --params {PARAMS} --device {device} --rgb-model {rgb} "
+            f"--yuv-model {yuv} --out {folder}/pipeline.json",
+            [rgb, yuv, "workflow/pipeline_bench.py", "workflow/benchmark.py", "workflow/device_runner.py",
+             "workflow/remote.py", *device_deps(params, device)],
+            [f"{folder}/table.csv", f"{folder}/fig20.csv"], params=["benchmark.pipeline"],
+            metrics=[f"{folder}/pipeline.json"]))
     return out
 
 

@@ -14,14 +14,25 @@ then runs are timed with ``time.perf_counter_ns`` until both ``--min-runs`` and
 ``--min-duration`` are reached. Feeds are built before timing, so the loop does no
 work besides the runtime call and reading the clock.
 
-A runtime is one ``Runtime`` subclass registered in ``RUNTIMES``; adding LiteRT
-(XNNPACK on/off) or HailoRT means adding one class.
+Runtimes (``--runtime``): ``onnxruntime`` (.onnx), ``litert`` (.tflite: ai-edge-litert,
+or tflite-runtime on boards; ``--xnnpack on|off``, external delegates via ``--providers``)
+and ``hailort`` (.hef: HailoRT's ``hailo_platform`` Python API). A runtime is one
+``Runtime`` subclass registered in ``RUNTIMES``.
 
-Mistakes (missing file, runtime not installed, inputs that do not match the model)
-print one ``error: ...`` line on stderr and exit with status 2. The result JSON is
-written atomically, so a failed run leaves no file.
+Optional measurements: ``--stream-workers 1,3`` (throughput of a writer thread feeding a
+queue read by N inference workers, seed 000's 1 vs 3 threads), ``--perf`` (hardware
+counters through ``perf stat`` when the device has them, marked unavailable otherwise),
+``--rt-period-ms`` (RT-Bench-style periodic jobs: deadline misses, jitter, SCHED_FIFO
+when permitted) and ``--cpus`` (core affinity). ``--pipeline`` times seed 000's
+pre-processing chain instead (resize + YUV->RGB + infer vs resize + infer; needs cv2).
+
+Exit status: 2 for a mistake in the inputs (missing file, runtime not installed, inputs
+that do not match the model), 3 when the runtime cannot load or run this model (a
+failing format on this device); both print one ``error: ...`` line on stderr. The
+result JSON is written atomically, so a failed run leaves no file.
 """
 import argparse
+import contextlib
 import datetime
 import functools
 import glob
@@ -29,9 +40,14 @@ import itertools
 import json
 import os
 import platform
+import queue
 import resource
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -41,7 +57,15 @@ SCHEMA = "device_runner/1"
 
 
 class RunnerError(Exception):
-    """A problem the user can fix; reported as one line, never a traceback."""
+    """A problem the user can fix; reported as one line, never a traceback (exit status 2)."""
+
+    exit_status = 2
+
+
+class ModelFailure(RunnerError):
+    """This device cannot run this model or measurement (exit status 3): a failing format, not a crash."""
+
+    exit_status = 3
 
 
 # ----------------------------------------------------------------------------- runtimes
@@ -74,9 +98,15 @@ class Runtime:
         raise NotImplementedError
 
     def make_feed(self, sample):
+        """The runtime's own input object for one {name: batch-1 array} sample (checked here)."""
+        check_inputs(self.input_specs(), sample)
         return sample
 
     def run(self, feed):
+        raise NotImplementedError
+
+    def infer(self, feed):
+        """{output name: float array}: one inference with outputs dequantized (for checks, not timing)."""
         raise NotImplementedError
 
     def providers_active(self):
@@ -122,8 +152,8 @@ class OnnxRuntime(Runtime):
         try:
             self.session = self.ort.InferenceSession(self.model_path, opts, providers=self.providers_requested)
         except Exception as err:  # ORT raises its own pybind exception types
-            raise RunnerError(f"{self.model_path}: onnxruntime cannot load the model: "
-                              f"{_first_line(err)}") from None
+            raise ModelFailure(f"{self.model_path}: onnxruntime cannot load the model: "
+                               f"{_first_line(err)}") from None
         # session.run(None, feed) as a C-level partial: no Python frame of ours between the clock reads.
         self.run = functools.partial(self.session.run, None)
 
@@ -135,6 +165,10 @@ class OnnxRuntime(Runtime):
         return [(o.name, [d if isinstance(d, int) else None for d in o.shape], self.DTYPES.get(o.type))
                 for o in self.session.get_outputs()]
 
+    def infer(self, feed):
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(None, feed)))
+
     def providers_active(self):
         return list(self.session.get_providers())
 
@@ -142,7 +176,244 @@ class OnnxRuntime(Runtime):
         self.session = self.run = None
 
 
-RUNTIMES = {cls.name: cls for cls in (OnnxRuntime,)}
+def bind_inputs(specs, sample):
+    """Pair the model's inputs with the sample's arrays: [(model input, sample name)].
+
+    Samples are named after the ONNX inputs (``image``; ``y``, ``uv``) and laid out NCHW.
+    Converted models rename inputs (onnx2tf: ``serving_default_image:0``) and go NHWC, so
+    a name matches after stripping those affixes; a single input matches the single
+    array; otherwise each input takes the one array whose shape fits (NCHW or NHWC).
+    """
+    def plain(name):
+        return name.split("/")[-1].removeprefix("serving_default_").split(":")[0]
+
+    if len(specs) != len(sample):
+        raise RunnerError(f"input names do not match: the model expects {[n for n, _, _ in specs]}, "
+                          f"the inputs file has {sorted(sample)}")
+    if len(specs) == 1:
+        return [(specs[0][0], next(iter(sample)))]
+    pairs = []
+    for name, shape, _ in specs:
+        if name in sample or plain(name) in sample:
+            pairs.append((name, name if name in sample else plain(name)))
+            continue
+        fits = [key for key, array in sample.items() if to_layout(array, shape) is not None]
+        if len(fits) != 1:
+            raise RunnerError(f"input '{name}' (shape {shape}): cannot tell which of {sorted(sample)} feeds it")
+        pairs.append((name, fits[0]))
+    return pairs
+
+
+def to_layout(array, shape):
+    """``array`` as is when it has the model's shape, NCHW -> NHWC when that fits, else None."""
+    def fits(a):
+        return a.ndim == len(shape) and all(d is None or d == g for d, g in zip(shape, a.shape))
+
+    if fits(array):
+        return array
+    if array.ndim == 4 and fits(array.transpose(0, 2, 3, 1)):
+        return np.ascontiguousarray(array.transpose(0, 2, 3, 1))
+    return None
+
+
+def quantize(array, dtype, scale, zero_point):
+    """Float pixels -> the model's int8/uint8 input with its (scale, zero point)."""
+    info = np.iinfo(dtype)
+    return np.clip(np.round(array / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+class LiteRT(Runtime):
+    """TFLite models through ai-edge-litert's Interpreter (tflite-runtime on boards that only have it).
+
+    XNNPACK is TFLite's default CPU delegate: ``xnnpack=False`` selects the builtin kernels
+    without default delegates. ``providers`` are external delegate libraries (e.g.
+    libedgetpu.so.1, libvx_delegate.so), loaded with ``load_delegate``. Whether a delegate
+    really took nodes is read from the execution plan (DELEGATE nodes), not assumed.
+    """
+
+    name = "litert"
+
+    def __init__(self, model_path, providers, xnnpack=True):
+        self.delegate_libraries = list(providers or [])
+        self.xnnpack = xnnpack
+        super().__init__(model_path, self.delegate_libraries or (["XNNPACK"] if xnnpack else ["CPU"]))
+        try:
+            from ai_edge_litert import interpreter as tfl
+            import ai_edge_litert as package
+        except ImportError:
+            try:
+                from tflite_runtime import interpreter as tfl
+                import tflite_runtime as package
+            except ImportError:
+                raise RunnerError("neither ai-edge-litert nor tflite-runtime is installed "
+                                  "(pip install ai-edge-litert)") from None
+        self.tfl = tfl
+        self.package = package.__name__
+        self.version = getattr(package, "__version__", None)
+        self.interpreter = self.run = None
+        self.adaptations = set()
+
+    def session_options(self, threads):
+        resolver = "AUTO" if self.xnnpack else "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
+        return {"num_threads": threads, "xnnpack": self.xnnpack, "op_resolver": resolver,
+                "delegates": self.delegate_libraries, "package": self.package}
+
+    def load(self, threads):
+        try:
+            delegates = [self.tfl.load_delegate(lib) for lib in self.delegate_libraries]
+            resolver = self.tfl.OpResolverType.AUTO if self.xnnpack else \
+                self.tfl.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            self.interpreter = self.tfl.Interpreter(model_path=self.model_path, num_threads=threads,
+                                                    experimental_delegates=delegates or None,
+                                                    experimental_op_resolver_type=resolver)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError, OSError) as err:
+            raise ModelFailure(f"{self.model_path}: LiteRT cannot load the model: {_first_line(err)}") from None
+        self.input_details = self.interpreter.get_input_details()
+        self.output_indices = [d["index"] for d in self.interpreter.get_output_details()]
+        set_tensor, invoke, get_tensor = (self.interpreter.set_tensor, self.interpreter.invoke,
+                                          self.interpreter.get_tensor)
+        outputs = self.output_indices
+
+        def run(feed):
+            for index, array in feed:
+                set_tensor(index, array)
+            invoke()
+            return [get_tensor(i) for i in outputs]
+
+        self.run = run
+
+    def input_specs(self):
+        return [(d["name"], [None if s < 0 else int(s) for s in d.get("shape_signature", d["shape"])],
+                 np.dtype(d["dtype"]).type) for d in self.input_details]
+
+    def output_specs(self):
+        return [(d["name"], [None if s < 0 else int(s) for s in d.get("shape_signature", d["shape"])],
+                 np.dtype(d["dtype"]).type) for d in self.interpreter.get_output_details()]
+
+    def make_feed(self, sample):
+        feed = []
+        for (name, shape, dtype), (_, key) in zip(self.input_specs(), bind_inputs(self.input_specs(), sample)):
+            array = to_layout(sample[key], shape)
+            if array is None:
+                expected = "x".join("?" if d is None else str(d) for d in shape)
+                raise RunnerError(f"input '{name}': a sample has shape {'x'.join(map(str, sample[key].shape))} "
+                                  f"(batch 1), the model expects {expected}")
+            if array is not sample[key]:
+                self.adaptations.add(f"{key} -> {name}: NCHW to NHWC")
+            detail = next(d for d in self.input_details if d["name"] == name)
+            scale, zero_point = detail["quantization"]
+            if np.issubdtype(dtype, np.integer) and np.issubdtype(array.dtype, np.floating) and scale:
+                array = quantize(array, dtype, scale, zero_point)
+                self.adaptations.add(f"{key} -> {name}: quantized to {np.dtype(dtype).name} "
+                                     f"(scale {scale:.6g}, zero point {zero_point})")
+            elif array.dtype != dtype:
+                array = array.astype(dtype)
+                self.adaptations.add(f"{key} -> {name}: cast to {np.dtype(dtype).name}")
+            feed.append((detail["index"], array))
+        return feed
+
+    def infer(self, feed):
+        raw = self.run(feed)
+        outputs = {}
+        for detail, array in zip(self.interpreter.get_output_details(), raw):
+            scale, zero_point = detail["quantization"]
+            outputs[detail["name"]] = ((array.astype(np.float32) - zero_point) * scale
+                                       if np.issubdtype(array.dtype, np.integer) and scale else array)
+        return outputs
+
+    def providers_active(self):
+        delegated = any(op["op_name"] == "DELEGATE" for op in self.interpreter._get_ops_details())
+        if not delegated:
+            return ["CPU"]
+        return self.delegate_libraries or ["XNNPACK"]
+
+    def close(self):
+        self.interpreter = self.run = None
+
+
+class HailoRT(Runtime):
+    """Hailo-8 .hef files through HailoRT's Python API (``hailo_platform``).
+
+    Follows HailoRT's documented inference flow: HEF -> VDevice.configure(ConfigureParams)
+    -> InferVStreams with FLOAT32 input/output vstreams (HailoRT quantizes and dequantizes
+    on the host with the HEF's parameters) inside ``network_group.activate()``. Inputs are
+    NHWC. Tested against a stand-in module with the same API only (no Hailo device here).
+    """
+
+    name = "hailort"
+    default_providers = ("hailo",)
+
+    def __init__(self, model_path, providers):
+        super().__init__(model_path, providers)
+        try:
+            import hailo_platform
+        except ImportError:
+            raise RunnerError("HailoRT is not installed (the hailo_platform wheel from Hailo's "
+                              "developer zone)") from None
+        self.hp = hailo_platform
+        self.version = getattr(hailo_platform, "__version__", None)
+        self.stack = self.run = None
+
+    def session_options(self, threads):
+        return {"interface": "PCIe", "input_format": "FLOAT32", "output_format": "FLOAT32",
+                "host_threads": threads}
+
+    def load(self, threads):
+        hp = self.hp
+        self.stack = contextlib.ExitStack()
+        try:
+            self.hef = hp.HEF(self.model_path)
+            self.target = self.stack.enter_context(hp.VDevice())
+            params = hp.ConfigureParams.create_from_hef(hef=self.hef, interface=hp.HailoStreamInterface.PCIe)
+            self.network_group = self.target.configure(self.hef, params)[0]
+            inputs = hp.InputVStreamParams.make(self.network_group, format_type=hp.FormatType.FLOAT32)
+            outputs = hp.OutputVStreamParams.make(self.network_group, format_type=hp.FormatType.FLOAT32)
+            pipeline = self.stack.enter_context(hp.InferVStreams(self.network_group, inputs, outputs))
+            self.stack.enter_context(self.network_group.activate(self.network_group.create_params()))
+        except Exception as err:  # HailoRTException and its subclasses
+            self.stack.close()
+            raise ModelFailure(f"{self.model_path}: HailoRT cannot load the model: {_first_line(err)}") from None
+        self.run = pipeline.infer
+
+    def input_specs(self):
+        return [(i.name, [1, *i.shape], np.float32) for i in self.hef.get_input_vstream_infos()]
+
+    def output_specs(self):
+        return [(o.name, [1, *o.shape], np.float32) for o in self.hef.get_output_vstream_infos()]
+
+    def make_feed(self, sample):
+        feed = {}
+        for (name, shape, dtype), (_, key) in zip(self.input_specs(), bind_inputs(self.input_specs(), sample)):
+            array = to_layout(sample[key], shape)
+            if array is None:
+                raise RunnerError(f"input '{name}': a sample has shape {'x'.join(map(str, sample[key].shape))} "
+                                  f"(batch 1), the model expects {'x'.join(map(str, shape))}")
+            feed[name] = np.ascontiguousarray(array, dtype=dtype)
+        return feed
+
+    def infer(self, feed):
+        return dict(self.run(feed))
+
+    def providers_active(self):
+        ids = getattr(self.target, "get_physical_devices_ids", None)
+        return [f"hailo:{i}" for i in ids()] if ids else ["hailo"]
+
+    def close(self):
+        if self.stack is not None:
+            self.stack.close()
+        self.stack = self.run = None
+
+
+RUNTIMES = {cls.name: cls for cls in (OnnxRuntime, LiteRT, HailoRT)}
+RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime", ".tflite": "litert", ".hef": "hailort"}
+
+
+def make_runtime(args, model_path=None):
+    path = model_path or args.model
+    if args.runtime == "litert":
+        return LiteRT(path, args.providers, xnnpack=args.xnnpack == "on")
+    return RUNTIMES[args.runtime](path, args.providers)
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -180,13 +451,12 @@ def benchmark_threads(runtime, feeds_raw, threads, warmup, min_runs, min_duratio
     t0 = time.perf_counter_ns()
     runtime.load(threads)
     load_ns = time.perf_counter_ns() - t0
-    check_inputs(runtime.input_specs(), feeds_raw[0])
     feeds = [runtime.make_feed(sample) for sample in feeds_raw]
     t0 = time.perf_counter_ns()
     try:
         runtime.run(feeds[0])
     except Exception as err:  # the runtime's own error types
-        raise RunnerError(f"{runtime.model_path}: first inference failed: {_first_line(err)}") from None
+        raise ModelFailure(f"{runtime.model_path}: first inference failed: {_first_line(err)}") from None
     first_ns = time.perf_counter_ns() - t0
     latencies, total_ns = time_runs(runtime.run, feeds, warmup, min_runs, min_duration_s)
     result = {
@@ -204,6 +474,185 @@ def benchmark_threads(runtime, feeds_raw, threads, warmup, min_runs, min_duratio
         "peak_rss_mb_so_far": peak_rss_mb(),
     }
     return result
+
+
+def stream_throughput(new_runtime, feeds_raw, workers, min_runs, min_duration_s):
+    """Seed 000's writer/reader structure: a writer thread fills a bounded queue of frames,
+    ``workers`` inference threads (one single-threaded session each) take frames from it
+    and a reader (this thread) collects the results. Returns throughput and the latency
+    of each frame from enqueue to result, queueing included.
+    """
+    sessions = []
+    for _ in range(workers):
+        runtime = new_runtime()
+        runtime.load(1)
+        feeds = [runtime.make_feed(sample) for sample in feeds_raw]
+        runtime.run(feeds[0])  # the slow first inference stays out of the measurement
+        sessions.append((runtime, feeds))
+    jobs, results = queue.Queue(maxsize=2 * workers), queue.Queue()
+    stop = threading.Event()
+    clock = time.perf_counter_ns
+
+    def writer():
+        for i in itertools.count():
+            while not stop.is_set():
+                try:
+                    jobs.put((i, clock()), timeout=0.05)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+
+    def worker(runtime, feeds):
+        while not stop.is_set():
+            try:
+                i, enqueued = jobs.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            try:
+                runtime.run(feeds[i % len(feeds)])
+            except Exception as err:  # the runtime's own error types: reported by the reader
+                results.put(err)
+                return
+            results.put((enqueued, clock()))
+
+    threads = [threading.Thread(target=writer, daemon=True)]
+    threads += [threading.Thread(target=worker, args=session, daemon=True) for session in sessions]
+    start = clock()
+    for thread in threads:
+        thread.start()
+    latencies, end = [], start
+    try:
+        while len(latencies) < min_runs or end - start < min_duration_s * 1e9:
+            item = results.get(timeout=60)
+            if isinstance(item, Exception):
+                raise ModelFailure(f"inference failed in a stream worker: {_first_line(item)}")
+            latencies.append(item[1] - item[0])
+            end = item[1]
+    except queue.Empty:
+        raise RunnerError("stream workers produced no result for 60 s") from None
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        for runtime, _ in sessions:
+            runtime.close()
+    return {"workers": workers, "threads_per_worker": 1, "queue_size": 2 * workers, "frames": len(latencies),
+            "duration_s": (end - start) / 1e9, "throughput_fps": len(latencies) / ((end - start) / 1e9),
+            "latency_ms": latency_stats(latencies)}
+
+
+PERF_EVENTS = ("instructions", "cycles", "L1-dcache-load-misses", "LLC-load-misses")
+
+
+def cache_line_bytes():
+    """Line size of the last-level cache from sysfs, or None when the kernel does not say."""
+    levels = []
+    for folder in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
+        level, size = _read(f"{folder}/level"), _read(f"{folder}/coherency_line_size")
+        if level and level.isdigit() and size and size.isdigit():
+            levels.append((int(level), int(size)))
+    return max(levels)[1] if levels else None
+
+
+def perf_counters(run, feeds, min_runs, min_duration_s):
+    """Hardware counters of a timed loop through ``perf stat -p <this process>``.
+
+    ``perf`` attaches while this process sleeps (a sleeping task counts nothing), then the
+    loop runs and perf is stopped with SIGINT. Events the CPU or kernel do not offer come
+    back ``<not supported>`` (e.g. in VMs): they are None and listed, never estimated.
+    """
+    perf = shutil.which("perf")
+    if perf is None:
+        return {"available": False, "reason": "perf not found on PATH"}
+    with tempfile.TemporaryDirectory(prefix="perf-") as tmp:
+        out = Path(tmp) / "stat.csv"
+        proc = subprocess.Popen([perf, "stat", "-x", ",", "-e", ",".join(PERF_EVENTS), "-o", str(out),
+                                 "-p", str(os.getpid())], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        time.sleep(0.5)
+        if proc.poll() is not None:
+            return {"available": False, "reason": f"perf stat exited with status {proc.returncode}: "
+                                                  f"{_first_line(proc.stderr.read() or 'no output')}"}
+        latencies, total_ns = time_runs(run, feeds, 0, min_runs, min_duration_s)
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return {"available": False, "reason": "perf stat did not stop within 10 s"}
+        text = out.read_text() if out.exists() else ""
+    counts = {}
+    for line in text.splitlines():
+        fields = line.split(",")
+        if len(fields) >= 3 and fields[2] in PERF_EVENTS:
+            counts[fields[2]] = float(fields[0]) if fields[0].replace(".", "", 1).isdigit() else None
+    unsupported = [e for e in PERF_EVENTS if counts.get(e) is None]
+    runs = len(latencies)
+    result = {"available": not {"instructions", "cycles"} & set(unsupported), "events": counts,
+              "unsupported": unsupported, "runs": runs, "duration_s": total_ns / 1e9,
+              "tool": f"perf stat -x, -e {','.join(PERF_EVENTS)} -p <runner pid>"}
+    if not result["available"]:
+        result["reason"] = (f"perf reports {', '.join(unsupported)} as not supported or not counted "
+                            f"on this machine" if text else f"perf wrote no counts: {_first_line(err or 'no output')}")
+        return result
+    line = cache_line_bytes()
+    per_run = {e: (counts[e] / runs if counts.get(e) is not None else None) for e in PERF_EVENTS}
+    result.update({
+        "per_inference": per_run,
+        "ipc": counts["instructions"] / counts["cycles"] if counts["cycles"] else None,
+        "cache_line_bytes": line,
+        # DRAM traffic estimate: last-level misses x line size / time (reads only).
+        "llc_bandwidth_mb_s": (counts["LLC-load-misses"] * line / (total_ns / 1e9) / 1e6
+                               if counts.get("LLC-load-misses") is not None and line else None),
+        "l1d_bandwidth_mb_s": (counts["L1-dcache-load-misses"] * line / (total_ns / 1e9) / 1e6
+                               if counts.get("L1-dcache-load-misses") is not None and line else None),
+    })
+    return result
+
+
+def set_fifo(priority):
+    """SCHED_FIFO at ``priority`` when the OS permits it; says what was applied either way."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return {"policy": "SCHED_FIFO", "priority": priority}
+    except (AttributeError, PermissionError, OSError) as err:
+        return {"policy": "SCHED_OTHER", "requested": f"SCHED_FIFO {priority}", "error": _first_line(err)}
+
+
+def rt_benchmark(run, feeds, period_ms, deadline_ms, jobs, priority):
+    """Periodic jobs after RT-Bench: job k is released at start + k * period; it misses its
+    deadline when it finishes later than release + deadline. Releases stay on the grid, so
+    an overrun delays the next job (seen as start delay), as on a real periodic task.
+    """
+    scheduler = set_fifo(priority) if priority else {"policy": "SCHED_OTHER"}
+    clock = time.perf_counter_ns
+    period_ns, deadline_ns = int(period_ms * 1e6), int(deadline_ms * 1e6)
+    start_delays, responses, misses = [], [], 0
+    try:
+        release = clock() + period_ns
+        for k, feed in zip(range(jobs), itertools.cycle(feeds)):
+            remaining = release - clock()
+            if remaining > 300_000:
+                time.sleep((remaining - 200_000) / 1e9)  # sleep, then spin the last 0.2 ms
+            while clock() < release:
+                pass
+            begin = clock()
+            run(feed)
+            end = clock()
+            start_delays.append(begin - release)
+            responses.append(end - release)
+            misses += end > release + deadline_ns
+            release += period_ns
+    finally:
+        if scheduler["policy"] == "SCHED_FIFO":
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    response = latency_stats(responses)
+    return {"period_ms": period_ms, "deadline_ms": deadline_ms, "jobs": jobs, "deadline_misses": misses,
+            "deadline_miss_ratio": misses / jobs, "response_time_ms": response,
+            "start_delay_ms": latency_stats(start_delays),
+            "jitter_ms": response["max"] - response["min"], "scheduler": scheduler}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -326,14 +775,212 @@ def _utc_now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+# ----------------------------------------------------------------------------- pre-processing pipeline
+def image_size(specs, channels):
+    """(height, width) of the model input with ``channels`` channels, NCHW or NHWC."""
+    for _, shape, _ in specs:
+        if len(shape) == 4 and shape[1] == channels and shape[2] and shape[3]:
+            return shape[2], shape[3]
+        if len(shape) == 4 and shape[3] == channels and shape[1] and shape[2]:
+            return shape[1], shape[2]
+    raise RunnerError(f"the model has no fixed-size {channels}-channel image input "
+                      f"(inputs: {[(n, s) for n, s, _ in specs]})")
+
+
+class FramePipeline:
+    """Seed 000 §7.6 for one worker: resize the I420 source to the model size, convert
+    YUV 4:2:0 -> RGB (RGB model only), pack the tensor and infer. The resized planes land
+    in preallocated buffers, so a frame allocates nothing but the tensor.
+    """
+
+    def __init__(self, cv2, runtime, kind, source):
+        self.cv2, self.runtime, self.kind = cv2, runtime, kind
+        specs = runtime.input_specs()
+        h, w = image_size(specs, 3 if kind == "rgb" else 1)
+        height, width = source.shape[0] * 2 // 3, source.shape[1]
+        q = height * width // 4  # one chroma plane, in bytes
+        self.src = (source[:height], source[height:].reshape(-1)[:q].reshape(height // 2, width // 2),
+                    source[height:].reshape(-1)[q:].reshape(height // 2, width // 2))
+        self.i420 = np.empty((h * 3 // 2, w), np.uint8)
+        flat = self.i420.reshape(-1)
+        self.dst = (self.i420[:h], flat[h * w:h * w + h * w // 4].reshape(h // 2, w // 2),
+                    flat[h * w + h * w // 4:].reshape(h // 2, w // 2))
+        self.sizes = ((w, h), (w // 2, h // 2), (w // 2, h // 2))
+        if kind == "rgb":
+            self.names = [specs[0][0]]
+        else:  # the Y input has 1 channel, the UV input 2
+            by_channels = {min(s[1], s[3]): n for n, s, _ in specs if len(s) == 4}
+            self.names = [by_channels[1], by_channels[2]]
+
+    def __call__(self):
+        cv2, clock = self.cv2, time.perf_counter_ns
+        t0 = clock()
+        for src, dst, size in zip(self.src, self.dst, self.sizes):
+            cv2.resize(src, size, dst=dst, interpolation=cv2.INTER_LINEAR)
+        t1 = clock()
+        if self.kind == "rgb":
+            rgb = cv2.cvtColor(self.i420, cv2.COLOR_YUV2RGB_I420)
+            t2 = clock()
+            sample = {self.names[0]: rgb.transpose(2, 0, 1)[None].astype(np.float32)}
+        else:
+            t2 = clock()
+            y, u, v = self.dst
+            sample = {self.names[0]: y[None, None].astype(np.float32),
+                      self.names[1]: np.stack([u, v])[None].astype(np.float32)}
+        self.runtime.run(self.runtime.make_feed(sample))
+        return t1 - t0, t2 - t1, clock() - t2
+
+
+def pipeline_single(step, warmup, min_runs, min_duration_s):
+    """Single-threaded frames until both minimums: per-frame and per-stage times."""
+    for _ in range(warmup):
+        step()
+    stages, start, clock = [], time.perf_counter_ns(), time.perf_counter_ns
+    while len(stages) < min_runs or clock() - start < min_duration_s * 1e9:
+        stages.append(step())
+    duration = (clock() - start) / 1e9
+    stages = np.asarray(stages, dtype=np.float64)
+    return {"frames": len(stages), "duration_s": duration, "fps": len(stages) / duration,
+            "latency_ms": latency_stats(stages.sum(axis=1)),
+            "stages_mean_ms": dict(zip(("resize", "color_conversion", "infer"), (stages.mean(axis=0) / 1e6).tolist()))}
+
+
+def pipeline_multi(steps, min_duration_s):
+    """Each worker runs whole frames on its own session; fps = all frames / wall time."""
+    counts, stop = [0] * len(steps), threading.Event()
+    barrier = threading.Barrier(len(steps) + 1)
+    errors = []
+
+    def worker(i, step):
+        barrier.wait()
+        try:
+            while not stop.is_set():
+                step()
+                counts[i] += 1
+        except Exception as err:  # the runtime's own error types: reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(i, s), daemon=True) for i, s in enumerate(steps)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter_ns()
+    time.sleep(min_duration_s)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    duration = (time.perf_counter_ns() - start) / 1e9
+    if errors:
+        raise ModelFailure(f"inference failed in a pipeline worker: {_first_line(errors[0])}")
+    return {"workers": len(steps), "frames": sum(counts), "duration_s": duration, "fps": sum(counts) / duration}
+
+
+def load_frame(path):
+    try:
+        frame = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise RunnerError(f"{path}: not a readable .npy frame ({_first_line(err)})") from None
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise RunnerError(f"{path}: expected an RGB photo as uint8 HxWx3, got {frame.dtype} {frame.shape}")
+    return frame
+
+
+def pipeline(args):
+    """RGB model (resize -> YUV->RGB -> infer) vs YUV model (resize -> infer) per resolution."""
+    try:
+        import cv2
+    except ImportError:  # a board without OpenCV cannot give this table: a failed row, not a user mistake
+        raise ModelFailure("OpenCV is not installed on this device (pip install opencv-python-headless)") from None
+    cv2.setNumThreads(1)  # one core per worker, as seed 000's CPU threads
+    started = _utc_now()
+    photo = load_frame(args.frame)
+    models = {"rgb": Path(args.model), "yuv": Path(args.yuv_model)}
+    sessions = {}
+    for kind, path in models.items():
+        if not path.is_file():
+            raise RunnerError(f"{path}: model file not found")
+        sessions[kind] = []
+        for _ in range(max(args.workers, 1)):
+            runtime = make_runtime(args, path)
+            runtime.load(1)
+            sessions[kind].append(runtime)
+    rows = []
+    for width, height in args.resolutions:
+        # The source frame: the photo scaled to this resolution, as a camera's I420 buffer.
+        source = cv2.cvtColor(cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA),
+                              cv2.COLOR_RGB2YUV_I420)
+        row = {"width": width, "height": height, "area_px": width * height}
+        for kind, runtimes in sessions.items():
+            steps = [FramePipeline(cv2, runtime, kind, source) for runtime in runtimes]
+            t0 = time.perf_counter_ns()
+            steps[0]()
+            first_ms = (time.perf_counter_ns() - t0) / 1e6
+            single = pipeline_single(steps[0], args.warmup, args.min_runs, args.min_duration)
+            row[kind] = {"first_frame_ms": first_ms, "single_thread": single,
+                         "multi_thread": pipeline_multi(steps[:args.workers], args.min_duration)}
+        rows.append(row)
+    runtime = sessions["rgb"][0]
+    result = {
+        "schema": SCHEMA,
+        "status": "ok",
+        "mode": "pipeline",
+        "device_name": args.device_name,
+        "started_utc": started,
+        "finished_utc": _utc_now(),
+        "models": {kind: {"path": str(path), "size_bytes": path.stat().st_size,
+                          "input_hw": list(image_size(sessions[kind][0].input_specs(), 3 if kind == "rgb" else 1))}
+                   for kind, path in models.items()},
+        "frame": {"path": str(args.frame), "photo_hw": list(photo.shape[:2]), "source_format": "I420",
+                  "scaling": "cv2.INTER_AREA (photo -> source)", "resize": "cv2.INTER_LINEAR per plane",
+                  "color_conversion": "cv2.COLOR_YUV2RGB_I420"},
+        "runtime": {"name": runtime.name, "version": runtime.version,
+                    "providers_requested": runtime.providers_requested,
+                    "providers_active": runtime.providers_active()},
+        "settings": {"warmup_frames": args.warmup, "min_frames": args.min_runs, "min_duration_s": args.min_duration,
+                     "workers": args.workers, "session_threads": 1, "cv2_threads": cv2.getNumThreads()},
+        "resolutions": rows,
+        "memory": {"peak_rss_mb": peak_rss_mb(), "vm_hwm_mb": proc_status_mb("VmHWM")},
+        "host": {**host_facts(), "temperature_c": temperatures_c()},
+        "versions": {"python": platform.python_version(), "numpy": np.__version__, "cv2": cv2.__version__,
+                     runtime.name: runtime.version},
+    }
+    for runtimes in sessions.values():
+        for runtime in runtimes:
+            runtime.close()
+    return result
+
+
 # ----------------------------------------------------------------------------- main
+def open_session(runtime, threads, feeds_raw):
+    """Load, build the feeds and run the first inference: a session ready for a measurement."""
+    runtime.load(threads)
+    feeds = [runtime.make_feed(sample) for sample in feeds_raw]
+    runtime.run(feeds[0])
+    return feeds
+
+
+def governor_check(expected):
+    """Whether every cpufreq policy runs the governor the inventory expects (None: unreadable)."""
+    policies = cpufreq()
+    if not expected:
+        return None
+    if not policies:
+        return {"expected": expected, "matches": None, "reason": "cpufreq not readable"}
+    actual = sorted({p["governor"] for p in policies.values()})
+    matches = actual == [expected]
+    if not matches:
+        print(f"warning: expected cpufreq governor {expected}, the device runs {', '.join(map(str, actual))}",
+              file=sys.stderr)
+    return {"expected": expected, "actual": actual, "matches": matches}
+
+
 def benchmark(args):
     started = _utc_now()
     model = Path(args.model)
     if not model.is_file():
         raise RunnerError(f"{model}: model file not found")
     t0 = time.perf_counter_ns()
-    runtime = RUNTIMES[args.runtime](model, args.providers)
+    runtime = make_runtime(args)
     import_ms = (time.perf_counter_ns() - t0) / 1e6
     feeds = load_samples(args.inputs)
     rss_baseline = proc_status_mb("VmRSS")
@@ -347,12 +994,25 @@ def benchmark(args):
         runtime.close()  # one session at a time, so peak RSS is one model's
     first = sweep[0]
     active = first["providers_active"]
-    fallback = [p for p in runtime.providers_requested if p not in active]
+    fallback = [p for p in runtime.providers_requested if not any(a == p or a.startswith(p + ":") for a in active)]
     if fallback:
         print(f"warning: requested provider(s) {', '.join(fallback)} not active; ran on {', '.join(active)}",
               file=sys.stderr)
+    stream = {str(n): stream_throughput(lambda: make_runtime(args), feeds, n, args.min_runs, args.min_duration)
+              for n in args.stream_workers}
+    counters = rt = None
+    if args.perf:
+        session = open_session(runtime, args.threads[0], feeds)
+        counters = perf_counters(runtime.run, session, args.min_runs, args.min_duration)
+        runtime.close()
+    if args.rt_period_ms:
+        session = open_session(runtime, args.threads[0], feeds)
+        rt = rt_benchmark(runtime.run, session, args.rt_period_ms, args.rt_deadline_ms or args.rt_period_ms,
+                          args.rt_jobs, args.rt_priority)
+        runtime.close()
     return {
         "schema": SCHEMA,
+        "status": "ok",
         "device_name": args.device_name,
         "started_utc": started,
         "finished_utc": _utc_now(),
@@ -369,6 +1029,7 @@ def benchmark(args):
             "providers_requested": runtime.providers_requested,
             "providers_active": active,
             "provider_fallback": bool(fallback),
+            "input_adaptations": sorted(getattr(runtime, "adaptations", ())),
         },
         "settings": {
             "batch_size": 1,
@@ -377,6 +1038,8 @@ def benchmark(args):
             "min_runs": args.min_runs,
             "min_duration_s": args.min_duration,
             "threads": args.threads,
+            "stream_workers": args.stream_workers,
+            "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "clock": "time.perf_counter_ns",
             "std": "population (ddof=0)",
             "percentiles": "numpy linear interpolation",
@@ -385,6 +1048,9 @@ def benchmark(args):
         "load_ms": first["load_ms"],
         "first_run_ms": first["first_run_ms"],
         "threads": {str(r["threads"]): r for r in sweep},
+        "stream": stream,
+        "perf": counters if args.perf else {"available": False, "reason": "not requested"},
+        "rt": rt,
         "memory": {
             "rss_baseline_mb": rss_baseline,
             "peak_rss_mb": peak_rss_mb(),
@@ -392,6 +1058,7 @@ def benchmark(args):
         },
         "host": {
             **host_facts(),
+            "governor": governor_check(args.expect_governor),
             "temperature_c_before": temps_before,
             "temperature_c_after": temperatures_c(),
         },
@@ -400,42 +1067,89 @@ def benchmark(args):
     }
 
 
-def thread_list(text):
+def int_list(text, minimum=1):
     try:
-        threads = [int(t) for t in text.split(",")]
+        values = [int(t) for t in text.split(",") if t]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not threads or min(threads) < 1:
+    if min(values, default=minimum) < minimum:
+        raise argparse.ArgumentTypeError(f"values must be >= {minimum}, got {text!r}")
+    return values
+
+
+def thread_list(text):
+    threads = int_list(text)
+    if not threads:
         raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {text!r}")
     return threads
 
 
+def resolution_list(text):
+    """'640x360,1280x720' -> [(640, 360), (1280, 720)]; I420 needs even sizes."""
+    try:
+        sizes = [tuple(int(v) for v in item.split("x")) for item in text.split(",") if item]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH,WxH,..., got {text!r}") from None
+    if not sizes or any(len(s) != 2 or min(s) < 2 or s[0] % 2 or s[1] % 2 for s in sizes):
+        raise argparse.ArgumentTypeError(f"expected even WxH sizes, got {text!r}")
+    return sizes
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="model file (.onnx)")
-    p.add_argument("--inputs", required=True, help=".npz with one array per model input, first axis = sample")
-    p.add_argument("--runtime", default="onnxruntime", choices=sorted(RUNTIMES))
+    p.add_argument("--model", required=True, help="model file (.onnx, .tflite, .hef); the RGB model with --pipeline")
+    p.add_argument("--inputs", help=".npz with one array per model input, first axis = sample")
+    p.add_argument("--runtime", choices=sorted(RUNTIMES), help="default: from the model's file suffix")
     p.add_argument("--providers", type=lambda s: [x for x in s.split(",") if x], default=None,
-                   help="comma-separated execution providers / delegates (default: the runtime's CPU one)")
+                   help="comma-separated execution providers / delegate libraries (default: the runtime's CPU one)")
+    p.add_argument("--xnnpack", choices=("on", "off"), default="on", help="LiteRT: TFLite's default XNNPACK delegate")
     p.add_argument("--warmup", type=int, default=10, help="discarded runs after the first one")
     p.add_argument("--min-runs", type=int, default=50)
     p.add_argument("--min-duration", type=float, default=1.0, help="seconds")
     p.add_argument("--threads", type=thread_list, default=[1], help="sweep, e.g. 1,2,4")
+    p.add_argument("--stream-workers", type=int_list, default=[], help="writer/reader queue throughput, e.g. 1,3")
+    p.add_argument("--perf", action="store_true", help="hardware counters through perf stat, when available")
+    p.add_argument("--rt-period-ms", type=float, default=0, help="periodic real-time mode (0 = off)")
+    p.add_argument("--rt-deadline-ms", type=float, default=0, help="relative deadline (default: the period)")
+    p.add_argument("--rt-jobs", type=int, default=200)
+    p.add_argument("--rt-priority", type=int, default=0, help="SCHED_FIFO priority (0 = keep the default policy)")
+    p.add_argument("--cpus", type=lambda s: int_list(s, 0), default=[], help="core affinity, e.g. 2,3")
+    p.add_argument("--expect-governor", default=None, help="cpufreq governor the device should run")
+    p.add_argument("--pipeline", action="store_true", help="seed 000's pre-processing pipeline benchmark")
+    p.add_argument("--yuv-model", help="--pipeline: the YUV 4:2:0 model")
+    p.add_argument("--frame", help="--pipeline: source photo, RGB uint8 HxWx3 .npy")
+    p.add_argument("--resolutions", type=resolution_list, default=[(640, 360)], help="--pipeline: WxH,WxH,...")
+    p.add_argument("--workers", type=int, default=3, help="--pipeline: threads of the multi-thread run")
     p.add_argument("--out", required=True, help="result .json (written atomically)")
     p.add_argument("--device-name", default="local")
     args = p.parse_args(argv)
     if args.warmup < 0 or args.min_runs < 1 or args.min_duration < 0:
         p.error("--warmup must be >= 0, --min-runs >= 1 and --min-duration >= 0")
+    if args.pipeline and not (args.yuv_model and args.frame and args.workers >= 1):
+        p.error("--pipeline needs --yuv-model, --frame and --workers >= 1")
+    if not args.pipeline and not args.inputs:
+        p.error("--inputs is required")
+    if args.rt_period_ms < 0 or args.rt_deadline_ms < 0 or args.rt_jobs < 1 or args.rt_priority < 0:
+        p.error("--rt-period-ms and --rt-deadline-ms must be >= 0, --rt-jobs >= 1, --rt-priority >= 0")
+    if args.runtime is None:
+        args.runtime = RUNTIME_BY_SUFFIX.get(Path(args.model).suffix)
+        if args.runtime is None:
+            p.error(f"no runtime for '{Path(args.model).suffix}' files; pass --runtime")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        result = benchmark(args)
+        if args.cpus:
+            try:
+                os.sched_setaffinity(0, args.cpus)
+            except (AttributeError, OSError) as err:
+                raise RunnerError(f"--cpus {','.join(map(str, args.cpus))}: cannot set affinity ({_first_line(err)})")
+        result = pipeline(args) if args.pipeline else benchmark(args)
     except RunnerError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(err.exit_status)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -23,15 +23,14 @@ from workflow.config import load_params, params_hash
 from workflow.datasets import open_packed, to_model_inputs
 from workflow.errors import UserError, cli
 from workflow.io import atomic_path, sha256_file, write_json
-from workflow.models import build_model
+from workflow.models import build_from_checkpoint
 from workflow.provenance import provenance
 
 
 def load_checkpoint(path):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        model = build_model(ckpt["spec"], len(ckpt["classes"]), ckpt["height"])
-        model.load_state_dict(ckpt["state_dict"])
+        model = build_from_checkpoint(ckpt)
     except FileNotFoundError:
         raise UserError(f"{path}: checkpoint not found (run the train stage)") from None
     except Exception as err:  # noqa: BLE001 - unpickling or state-dict mismatch means a bad file

@@ -17,6 +17,14 @@ BN + the stem's activation, concatenated to C channels at H/2xW/2. Everything af
 is the unchanged backbone. :func:`to_yuv420` works on any backbone whose first
 layers are a Conv2d, a BatchNorm2d and an activation (MobileNet, EfficientNet,
 ResNet, RegNet ...).
+
+ResNet-18 for small inputs (a distillation teacher): the 7x7 stem becomes a 3x3
+stride-2 conv (so the YUV split still applies), the max-pool goes, and layer2's
+first block keeps stride 1: total stride 8, a 4x4 final map at 32x32 like MobileNetV2.
+
+Pruned models (workflow/prune.py) have narrower layers than their spec builds; their
+checkpoint stores each layer's shape (:func:`layer_shapes`) and :func:`build_from_checkpoint`
+rebuilds exactly that architecture before loading the weights.
 """
 import torch
 from torch import nn
@@ -119,7 +127,20 @@ def mobilenetv2(width_mult, num_classes, small_input):
     return net
 
 
-BACKBONES = {"mobilenetv2": mobilenetv2}
+def resnet18(width_mult, num_classes, small_input):
+    if width_mult != 1.0:
+        raise ValueError("resnet18 has no width multiplier (use width_mult: 1.0)")
+    net = torchvision.models.resnet18(num_classes=num_classes)
+    if small_input:
+        net.conv1 = nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+        block = net.layer2[0]
+        block.conv1.stride = (1, 1)
+        block.downsample[0].stride = (1, 1)
+    return net
+
+
+BACKBONES = {"mobilenetv2": mobilenetv2, "resnet18": resnet18}
 
 
 def build_model(spec, num_classes, image_size):
@@ -128,6 +149,50 @@ def build_model(spec, num_classes, image_size):
     if spec["input_format"] == "yuv420":
         return to_yuv420(backbone)
     return RGBModel(backbone)
+
+
+def backbone_of(model):
+    """The backbone inside an RGB or YUV wrapper: layer names below it are the same for both formats."""
+    return model.backbone if isinstance(model, RGBModel) else model.body
+
+
+# ----------------------------------------------------------------------------- pruned architectures
+def layer_shapes(model):
+    """Channel counts of every Conv2d, BatchNorm2d and Linear: what a pruned model needs to be rebuilt."""
+    shapes = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            shapes[name] = {"in_channels": m.in_channels, "out_channels": m.out_channels, "groups": m.groups}
+        elif isinstance(m, nn.BatchNorm2d):
+            shapes[name] = {"num_features": m.num_features}
+        elif isinstance(m, nn.Linear):
+            shapes[name] = {"in_features": m.in_features, "out_features": m.out_features}
+    return shapes
+
+
+def _resized(m, shape):
+    if isinstance(m, nn.Conv2d):
+        return nn.Conv2d(shape["in_channels"], shape["out_channels"], m.kernel_size, stride=m.stride,
+                         padding=m.padding, dilation=m.dilation, groups=shape["groups"], bias=m.bias is not None)
+    if isinstance(m, nn.BatchNorm2d):
+        return nn.BatchNorm2d(shape["num_features"], eps=m.eps, momentum=m.momentum)
+    return nn.Linear(shape["in_features"], shape["out_features"], bias=m.bias is not None)
+
+
+def apply_layer_shapes(model, shapes):
+    """Give ``model``'s layers the channel counts in ``shapes`` (from :func:`layer_shapes`), fresh weights."""
+    for name, shape in shapes.items():
+        _set_module(model, name, _resized(model.get_submodule(name), shape))
+    return model
+
+
+def build_from_checkpoint(ckpt):
+    """The architecture of a saved model.pt (pruned or not) with its weights loaded."""
+    model = build_model(ckpt["spec"], len(ckpt["classes"]), ckpt["height"])
+    if ckpt.get("layer_shapes"):
+        apply_layer_shapes(model, ckpt["layer_shapes"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model
 
 
 def example_inputs(input_format, height, width, batch=1):

@@ -12,6 +12,11 @@ Augmentation (seed 002's list) runs on the RGB image; the YUV model then gets th
 augmented image through the same RGB->I420 conversion the pack stage uses, so
 both input formats see identical augmented content. Evaluation uses each
 format's own packed test split.
+
+A model may set its own ``epochs`` and ``lr``. With ``distill`` it learns from a
+teacher checkpoint (--teacher; workflow/distill.py): the teacher (frozen, eval mode)
+sees the same augmented image in its own input format, before sensor noise; ``init``
+starts the student from another model's checkpoint (--init) instead of from scratch.
 """
 import argparse
 import math
@@ -29,9 +34,11 @@ from tqdm import tqdm
 from workflow.colorspace import rgb_to_i420, split_i420
 from workflow.config import load_params, params_hash
 from workflow.datasets import load_packed
+from workflow.distill import FeatureDistiller, output_kd_loss
 from workflow.errors import UserError, cli
 from workflow.io import atomic_path, read_json, sha256_file, write_json, write_text
-from workflow.models import build_model
+from workflow.model_specs import distill_settings, total_epochs
+from workflow.models import build_from_checkpoint, build_model
 from workflow.provenance import provenance
 
 
@@ -59,13 +66,27 @@ def build_augment(aug, height):
     return v2.Compose(steps)
 
 
-class TrainSet(torch.utils.data.Dataset):
-    """Augmented RGB images, delivered as the model's input format (float32 0..255)."""
+def format_inputs(image, input_format, yuv_matrix):
+    """One augmented uint8 RGB image (3, H, W) as a model's float inputs."""
+    if input_format == "rgb":
+        return (image.float(),)
+    h, w = image.shape[1:]
+    frame = rgb_to_i420(image.permute(1, 2, 0).numpy(), yuv_matrix)[None]
+    y, uv = split_i420(frame, h, w)
+    return torch.from_numpy(y[0]).float(), torch.from_numpy(uv[0]).float()
 
-    def __init__(self, images, labels, input_format, yuv_matrix, augment, noise_std):
+
+class TrainSet(torch.utils.data.Dataset):
+    """Augmented RGB images, delivered as the model's input format (float32 0..255).
+
+    Items are (inputs, teacher inputs, label); the teacher inputs (the same augmented image in
+    ``teacher_format``, without noise) are empty when there is no teacher.
+    """
+
+    def __init__(self, images, labels, input_format, yuv_matrix, augment, noise_std, teacher_format=None):
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # N, 3, H, W uint8
         self.labels = torch.from_numpy(labels)
-        self.input_format, self.yuv_matrix = input_format, yuv_matrix
+        self.input_format, self.yuv_matrix, self.teacher_format = input_format, yuv_matrix, teacher_format
         self.augment, self.noise_std = augment, noise_std * 255.0
 
     def __len__(self):
@@ -73,16 +94,11 @@ class TrainSet(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         image = self.augment(self.images[i])
-        if self.input_format == "rgb":
-            inputs = (image.float(),)
-        else:
-            h, w = image.shape[1:]
-            frame = rgb_to_i420(image.permute(1, 2, 0).numpy(), self.yuv_matrix)[None]
-            y, uv = split_i420(frame, h, w)
-            inputs = (torch.from_numpy(y[0]).float(), torch.from_numpy(uv[0]).float())
+        inputs = format_inputs(image, self.input_format, self.yuv_matrix)
         if self.noise_std:
             inputs = tuple((x + torch.randn_like(x) * self.noise_std).clamp_(0, 255) for x in inputs)
-        return inputs, self.labels[i]
+        teacher_inputs = format_inputs(image, self.teacher_format, self.yuv_matrix) if self.teacher_format else ()
+        return inputs, teacher_inputs, self.labels[i]
 
 
 def test_inputs(images, input_format, height, width):
@@ -166,11 +182,79 @@ def resolve_device(name):
     return torch.device(name)
 
 
-def train(params, model_name, data_dir, out_dir, ckpt_dir):
+def model_train_config(params, spec):
+    """train section with the model's own epochs and lr, if it sets them."""
+    return {**params["train"], "epochs": spec.get("epochs", params["train"]["epochs"]),
+            "lr": spec.get("lr", params["train"]["lr"])}
+
+
+def load_frozen(path, role):
+    """A trained model from its model.pt, frozen in eval mode (a teacher), and its checkpoint dict."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        model = build_from_checkpoint(ckpt)
+    except FileNotFoundError:
+        raise UserError(f"{path}: {role} checkpoint not found (train that model first)") from None
+    except Exception as err:  # noqa: BLE001 - unpickling or state-dict mismatch means a bad file
+        raise UserError(f"{path}: corrupt or incompatible {role} checkpoint ({type(err).__name__})") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval(), ckpt
+
+
+class Distillation:
+    """The student's loss with a teacher (output or feature KD), or plain cross-entropy without one."""
+
+    def __init__(self, settings, student, teacher_path, fmt, classes, height, width, criterion, device, model_name):
+        self.settings, self.criterion, self.distiller = settings, criterion, None
+        self.teacher = self.teacher_ckpt = None
+        if settings is None:
+            return
+        if teacher_path is None:
+            raise UserError(f"--teacher: required, the model distils from {settings['teacher']!r}")
+        self.teacher, self.teacher_ckpt = load_frozen(teacher_path, "teacher")
+        if self.teacher_ckpt["classes"] != classes:
+            raise UserError(f"{teacher_path}: the teacher predicts {self.teacher_ckpt['classes']}, the student's "
+                            f"data has {classes}")
+        if (self.teacher_ckpt["height"], self.teacher_ckpt["width"]) != (height, width):
+            raise UserError(f"{teacher_path}: the teacher was trained on {self.teacher_ckpt['height']}x"
+                            f"{self.teacher_ckpt['width']} images, the student's data is {height}x{width}")
+        self.teacher.to(device)
+        if settings["type"] == "feature":
+            example = {"student": example_batch(fmt, height, width),
+                       "teacher": example_batch(self.teacher_format, height, width)}
+            self.distiller = FeatureDistiller(student, self.teacher, settings["layers"], example,
+                                              settings["feature_loss"], f"models.{model_name}.distill.layers")
+            self.distiller.to(device)
+            student.train()
+
+    @property
+    def teacher_format(self):
+        return self.teacher_ckpt["spec"]["input_format"] if self.teacher is not None else None
+
+    def loss(self, logits, target, teacher_inputs):
+        if self.teacher is None:
+            return self.criterion(logits, target)
+        with torch.no_grad():
+            teacher_logits = self.teacher(*teacher_inputs)
+        s = self.settings
+        if s["type"] == "output":
+            return output_kd_loss(logits, teacher_logits, target, s["alpha"], s["temperature"],
+                                  self.criterion.label_smoothing)
+        return self.criterion(logits, target) + s["feature_weight"] * self.distiller.loss()
+
+
+def example_batch(fmt, height, width):
+    shapes = [(3, height, width)] if fmt == "rgb" else [(1, height, width), (2, height // 2, width // 2)]
+    return tuple(torch.rand(2, *shape) * 255 for shape in shapes)
+
+
+def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, init_path=None):
     if model_name not in params["models"]:
         raise UserError(f"params.yaml: key 'models': no model named {model_name!r} "
                         f"(have: {', '.join(params['models'])})")
-    spec, cfg, seed = params["models"][model_name], params["train"], params["seed"]
+    spec, seed = params["models"][model_name], params["seed"]
+    cfg, kd = model_train_config(params, spec), distill_settings(spec)
     fmt = spec["input_format"]
     data_dir = Path(data_dir)
     rgb_manifest = read_json(data_dir / "rgb" / "manifest.json")
@@ -187,26 +271,39 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir):
     seed_everything(seed)
 
     model = build_model(spec, len(classes), height).to(device)
+    upstream = {}
+    if kd is not None and kd["init"] != "scratch":
+        if init_path is None:
+            raise UserError(f"--init: required, the student starts from {kd['init']!r}'s checkpoint")
+        model.load_state_dict(load_frozen(init_path, "init")[1]["state_dict"])
+        upstream["init"] = sha256_file(init_path)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    distillation = Distillation(kd, model, teacher_path, fmt, classes, height, width, criterion, device, model_name)
+    if kd is not None:
+        upstream["teacher"] = sha256_file(teacher_path)
+    trained = list(model.parameters()) + (list(distillation.distiller.parameters()) if distillation.distiller else [])
     decay, no_decay = [], []
-    for p in model.parameters():  # no weight decay on BN and bias parameters (torchvision reference)
+    for p in trained:  # no weight decay on BN and bias parameters (torchvision reference)
         (no_decay if p.ndim <= 1 else decay).append(p)
     optimizer = torch.optim.SGD([{"params": decay, "weight_decay": cfg["weight_decay"]},
                                  {"params": no_decay, "weight_decay": 0.0}],
                                 lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"])
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
     dataset = TrainSet(train_images, train_labels, fmt, fmt_manifest.get("yuv_matrix") or "bt601",
-                       build_augment(cfg["augment"], height), cfg["augment"]["gaussian_noise_std"])
+                       build_augment(cfg["augment"], height), cfg["augment"]["gaussian_noise_std"],
+                       distillation.teacher_format)
     test_x = test_inputs(test_images, fmt, height, width)
     test_y = torch.from_numpy(test_labels)
 
     run_key = params_hash({"seed": seed, "model": spec, "train": {k: v for k, v in cfg.items()
                                                                   if k not in ("num_workers",)},
                            "data": [rgb_manifest["splits"]["train"]["sha256"],
-                                    fmt_manifest["splits"]["test"]["sha256"]]})
+                                    fmt_manifest["splits"]["test"]["sha256"]], "upstream": upstream})
     history, start_epoch, train_seconds = [], 0, 0.0
     state = load_latest_checkpoint(ckpt_dir, run_key)
     if state is not None:
         model.load_state_dict(state["model"])
+        if distillation.distiller is not None:
+            distillation.distiller.load_state_dict(state["distiller"])
         optimizer.load_state_dict(state["optimizer"])
         history, start_epoch, train_seconds = state["history"], state["epoch"] + 1, state["train_seconds"]
         print(f"resuming {model_name} from epoch {start_epoch}")
@@ -227,10 +324,10 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir):
         loss_sum = correct = seen = 0
         bar = tqdm(loader, desc=f"{model_name} epoch {epoch + 1}/{cfg['epochs']}", leave=False,
                    mininterval=1.0, disable=None)
-        for inputs, target in bar:
+        for inputs, teacher_inputs, target in bar:
             inputs, target = [x.to(device) for x in inputs], target.to(device)
             logits = model(*inputs)
-            loss = criterion(logits, target)
+            loss = distillation.loss(logits, target, [x.to(device) for x in teacher_inputs])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -245,6 +342,7 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir):
         print(f"{model_name} epoch {epoch + 1}/{cfg['epochs']}: lr {lr:.5f} train loss {loss_sum / seen:.4f} "
               f"top1 {correct / seen:.4f} | test loss {test['loss']:.4f} top1 {test['top1']:.4f}", flush=True)
         save_checkpoint(ckpt_dir, epoch, {"epoch": epoch, "run_key": run_key, "model": model.state_dict(),
+                                          "distiller": distillation.distiller and distillation.distiller.state_dict(),
                                           "optimizer": optimizer.state_dict(), "history": history,
                                           "train_seconds": train_seconds})
 
@@ -260,13 +358,24 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir):
     metrics = {
         "model": model_name, "input_format": fmt, "arch": spec["arch"], "width_mult": spec["width_mult"],
         "top1": final["top1"], "loss": final["loss"], "per_class_top1": dict(zip(classes, final["per_class_top1"])),
-        "epochs": cfg["epochs"], "train_images": len(dataset), "test_images": len(test_y),
+        "epochs": cfg["epochs"], "total_epochs": total_epochs(params, model_name), "lr": cfg["lr"],
+        "train_images": len(dataset), "test_images": len(test_y),
+        **distill_metrics(kd, distillation),
         "params": sum(p.numel() for p in model.parameters()), "device": str(device),
         "wall_time_s": round(train_seconds, 2), "model_sha256": sha256_file(model_path),
         "provenance": provenance(run_key),
     }
     write_json(out_dir / "train_metrics.json", metrics)  # written last: marks the stage complete
     return metrics
+
+
+def distill_metrics(kd, distillation):
+    """What the summary's teacher / kd_type / kd_alpha columns show, and the teacher's own top-1."""
+    if kd is None:
+        return {"teacher": None, "kd_type": None, "kd_alpha": None}
+    factor = kd["alpha"] if kd["type"] == "output" else kd["feature_weight"]
+    return {"teacher": kd["teacher"], "kd_type": kd["type"], "kd_alpha": factor, "distill": kd,
+            "teacher_arch": distillation.teacher_ckpt["spec"]["arch"]}
 
 
 @cli
@@ -277,10 +386,12 @@ def main(argv=None):
     parser.add_argument("--data", default="data/packed", help="folder with the packed rgb/ and <format>/ splits")
     parser.add_argument("--out", required=True)
     parser.add_argument("--checkpoints", help="default: results/checkpoints/<model>")
+    parser.add_argument("--teacher", help="the teacher's model.pt (models with distill)")
+    parser.add_argument("--init", help="the model.pt the student starts from (distill.init)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     ckpt_dir = args.checkpoints or f"results/checkpoints/{args.model}"
-    metrics = train(params, args.model, args.data, args.out, ckpt_dir)
+    metrics = train(params, args.model, args.data, args.out, ckpt_dir, args.teacher, args.init)
     print(f"{args.model}: test top-1 {metrics['top1']:.4f} after {metrics['epochs']} epochs "
           f"({metrics['wall_time_s']:.0f} s)")
 

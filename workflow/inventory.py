@@ -1,0 +1,68 @@
+"""The device inventory (config/devices.yaml): SSH profiles of the boards a benchmark can run on.
+
+Validated against workflow/schemas/devices.schema.yaml, then checked for what a schema
+cannot say: the remote work dir is an absolute, normalised path (no `..`, not `/`), a
+profile authenticates with a key file or an agent, and `local` is not redefined. A
+mistake is one UserError line naming the file and the key.
+"""
+import posixpath
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from workflow.errors import UserError
+
+LOCAL = "local"
+DEFAULT_INVENTORY = "config/devices.yaml"
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "devices.schema.yaml"
+DEFAULTS = {"port": 22, "agent": False, "key_file": None, "python": "python3", "runtimes": ["onnxruntime"],
+            "cpus": [], "threads": None, "governor": None, "connect_timeout_s": 10, "run_timeout_s": 900,
+            "retries": 2, "retry_backoff_s": 5}
+
+
+def load_inventory(path=DEFAULT_INVENTORY):
+    """{device name: profile with defaults filled in}; an absent file is an empty inventory."""
+    from workflow.config import _describe  # one wording for every schema error
+
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise UserError(f"{path}: not valid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(doc))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        if best.validator == "pattern":  # hosts, users and paths have their own character sets
+            key = ".".join(str(p) for p in best.absolute_path)
+            raise UserError(f"{path}: key '{key}': got {best.instance!r}, expected a value matching "
+                            f"{best.validator_value} (no spaces or shell metacharacters)")
+        raise UserError(f"{path}: {_describe(best)}")
+    devices = {}
+    for name, entry in (doc["devices"] or {}).items():
+        where = f"{path}: key 'devices.{name}"
+        if name == LOCAL:
+            raise UserError(f"{where}': 'local' is this machine and is built in; pick another name")
+        workdir = entry["workdir"]
+        if posixpath.normpath(workdir) != workdir or ".." in workdir.split("/") or workdir == "/":
+            raise UserError(f"{where}.workdir': got {workdir!r}, expected a normalised absolute folder "
+                            f"below / (no '..', no trailing '/')")
+        if not entry.get("key_file") and not entry.get("agent"):
+            raise UserError(f"{where}': set key_file or agent: true (passwords are not supported)")
+        devices[name] = {"name": name, **DEFAULTS, **entry}
+    return devices
+
+
+def device_profile(name, inventory_path=DEFAULT_INVENTORY):
+    """The profile of ``name``, or None for ``local``."""
+    if name == LOCAL:
+        return None
+    devices = load_inventory(inventory_path)
+    if name not in devices:
+        raise UserError(f"device {name!r} is not in {inventory_path} "
+                        f"(defined: {', '.join(devices) or 'none'}; 'local' needs no entry)")
+    return devices[name]
