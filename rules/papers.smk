@@ -1,9 +1,9 @@
 from workflow.dag import produced_sources
 from workflow.papers import PAPERS, PAPERS_DIR
 
-# The optional result tables (pre-processing pipeline, detection) that a stage of this DAG
-# produces; a paper table depends on them once their stages exist.
-PAPER_SOURCES = list(produced_sources(DAG_STAGES).values())
+# The optional result tables (pre-processing pipeline, pruning reports, detection) that a
+# stage of this DAG produces; a paper table depends on them once their stages exist.
+PAPER_SOURCES = [f for files in produced_sources(DAG_STAGES).values() for f in files]
 
 
 wildcard_constraints:

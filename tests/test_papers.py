@@ -9,7 +9,8 @@ import yaml
 from conftest import REPO, assert_one_line_error, base_params, run_module, write_params
 from workflow.errors import UserError
 from workflow.papers import (NOT_COMPARABLE, NOT_RUN, PAPERS, PAPERS_DIR, SOURCES, WITHIN, DIFFERS, build_table,
-                             detect_scale, expand_rows, load_paper, published_value, to_number, write_paper)
+                             detect_scale, expand_rows, load_paper, published_value, read_sources, to_number,
+                             write_paper)
 
 YUV = "yuv420_mobilenetv2"
 
@@ -33,7 +34,7 @@ def summary_fixture(**overrides):
 
 
 def sources(summary=None, pipeline=None):
-    return {"summary": summary, "pipeline": pipeline, "detection": None}
+    return {"summary": summary, "pipeline": pipeline, "pruning": None, "detection": None}
 
 
 def rows_by_metric(frame):
@@ -96,7 +97,7 @@ def test_verdicts_by_comparability_and_tolerance(small_params):
     assert drop_yuv.verdict == NOT_RUN and "calibration diverged" in drop_yuv.note
     assert rows["top-1 YUV 4:2:0 int8"].verdict == NOT_RUN
     latency = rows["latency RGB 640x360"]
-    assert latency.verdict == NOT_RUN and "issue 4" in latency.note and SOURCES["pipeline"] in latency.note
+    assert latency.verdict == NOT_RUN and "pipeline benchmark" in latency.note and SOURCES["pipeline"] in latency.note
 
 
 def test_out_of_tolerance_differs_and_missing_column_is_not_run(small_params):
@@ -111,8 +112,9 @@ def test_out_of_tolerance_differs_and_missing_column_is_not_run(small_params):
 
 
 def test_hardware_rows_compare_only_on_the_papers_device(small_params, tmp_path):
-    pipeline = pd.DataFrame([{"device": "local", "width": 640, "height": 360, "input_format": fmt,
-                              "latency_p50_ms": ms} for fmt, ms in (("rgb", 3.2), ("yuv420", 2.7))])
+    # results/pipeline/<device>/table.csv as the pipeline benchmark writes it (one resolution here)
+    pipeline = pd.DataFrame([{"device": "local", "width": 640, "height": 360, "status": "ok", "rgb_latency_ms": 3.2,
+                              "yuv_latency_ms": 2.7, "gain_latency_pct": 100 * (1 - 2.7 / 3.2)}])
     _, _, overlays = load_paper(YUV, REPO / PAPERS_DIR)
     _, _, frame = build_table(YUV, small_params, sources(summary_fixture(), pipeline), REPO / PAPERS_DIR)
     gain = rows_by_metric(frame)["latency gain YUV vs RGB 640x360"]
@@ -159,13 +161,28 @@ def test_written_tables(tmp_path, small_params):
     scale, frame = write_paper(YUV, small_params, tmp_path / "out", results_root=tmp_path, root=REPO / PAPERS_DIR)
     md = (tmp_path / "out" / "table.md").read_text()
     assert "| top-1 gap YUV - RGB, fp32 | pp | -0.39 | -0.6 |" in md and "within tolerance" in md
-    assert "`results/summary.csv` (present)" in md and "`results/pipeline/summary.csv` (absent)" in md
+    assert "`results/summary.csv` (present)" in md and "`results/pipeline/{device}/table.csv` (absent)" in md
     csv = pd.read_csv(tmp_path / "out" / "table.csv")
     assert list(csv.columns[:5]) == ["table", "metric", "unit", "published", "reproduced"] and len(csv) == len(frame)
     tex = (tmp_path / "out" / "table.tex").read_text()
     assert tex.count(r"\begin{tabular}") == 3 and r"\label{tab:yuv420_mobilenetv2:accuracy}" in tex
     verdicts = json.loads((tmp_path / "out" / "verdicts.json").read_text())
     assert verdicts["scale"] == "small" and sum(verdicts["verdicts"].values()) == len(frame)
+
+
+def test_pipeline_tables_and_prune_reports_are_read_per_folder(tmp_path):
+    (tmp_path / "results/pipeline/rpi4").mkdir(parents=True)
+    pd.DataFrame([{"width": 640, "height": 360, "status": "ok", "gain_latency_pct": 12.0}]).to_csv(
+        tmp_path / "results/pipeline/rpi4/table.csv", index=False)
+    (tmp_path / "results/models/mnv2-pruned").mkdir(parents=True)
+    (tmp_path / "results/models/mnv2-pruned/prune_report.json").write_text(json.dumps(
+        {"model": "mnv2-pruned", "from": "mnv2", "settings": {"ratio": 0.15},
+         "iterations": [{"iteration": i, "params": p, "macs": 10 * p, "top1": 0.4} for i, p in enumerate((100, 80, 64))]}))
+    tables = read_sources(tmp_path)
+    assert tables["summary"] is None and tables["detection"] is None
+    assert list(tables["pipeline"]["device"]) == ["rpi4"]
+    pruning = tables["pruning"].set_index("prune_iteration")
+    assert list(pruning["params"]) == [100, 80, 64] and (pruning["prune_ratio"] == 0.15).all()
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -8,6 +8,7 @@ tests/test_dag_parity.py checks that Snakemake's jobs and these DVC stages have
 the same commands, outputs and inputs.
 """
 import argparse
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,16 +217,22 @@ def stages(params):
         f"python -m workflow.aggregate --params {PARAMS} --results results --out results/summary.csv",
         summary_deps + ["workflow/aggregate.py"],
         ["results/summary.csv", "results/summary.md"]))
-    out += paper_and_plot_stages(params, out)
+    out += paper_and_plot_stages(params, out)  # keep last: they read the outputs of every stage above
     return out
 
 
 def produced_sources(stages_so_far):
-    """The optional result tables (pipeline, detection) that a stage of the DAG produces."""
+    """{source name: [files]} of the optional result tables (pipeline, pruning, detection) the DAG makes."""
     from workflow.papers import SOURCES
 
-    produced = {f for s in stages_so_far for f in s.outs + s.metrics + s.plots}
-    return {name: path for name, path in SOURCES.items() if name != "summary" and path in produced}
+    produced = [f for s in stages_so_far for f in s.outs + s.metrics + s.plots]
+    found = {}
+    for name, pattern in SOURCES.items():
+        regex = re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(pattern)) + "$")
+        files = [f for f in produced if regex.match(f)]
+        if name != "summary" and files:
+            found[name] = files
+    return found
 
 
 def paper_and_plot_stages(params, stages_so_far):
@@ -234,6 +241,7 @@ def paper_and_plot_stages(params, stages_so_far):
     from workflow.plots import plot_files
 
     optional = produced_sources(stages_so_far)
+    optional_files = [f for files in optional.values() for f in files]
     out = []
     for paper in PAPERS:
         folder = f"results/papers/{paper}"
@@ -242,17 +250,18 @@ def paper_and_plot_stages(params, stages_so_far):
         out.append(Stage(
             f"paper-{paper}",
             f"python -m workflow.papers --paper {paper} --params {PARAMS} --out {folder}",
-            ["results/summary.csv", *optional.values(), PARAMS, *config, "workflow/papers.py"],
+            ["results/summary.csv", *optional_files, PARAMS, *config, "workflow/papers.py"],
             [f"{folder}/table.md", f"{folder}/table.csv", f"{folder}/table.tex"],
             metrics=[f"{folder}/verdicts.json"]))
     bench = [f"results/bench/{device}/{model}/{artifact}.json" for model in params["models"]
              for artifact in artifacts_of(params, model) for device in params["benchmark"]["devices"]]
-    pipeline = f" --pipeline {optional['pipeline']}" if "pipeline" in optional else ""
+    pipeline_tables = optional.get("pipeline", [])
+    pipeline = f" --pipeline {' '.join(pipeline_tables)}" if pipeline_tables else ""
     out.append(Stage(
         "plots",
         f"python -m workflow.plots --params {PARAMS} --summary results/summary.csv{pipeline} "
         f"--bench {' '.join(bench)} --out results/plots",
-        ["results/summary.csv", *([optional["pipeline"]] if pipeline else []), *bench,
+        ["results/summary.csv", *pipeline_tables, *bench,
          f"{PAPERS_DIR}/yuv420_mobilenetv2.yaml", "workflow/plots.py"],
         plot_files(params)))
     return out

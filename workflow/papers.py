@@ -28,15 +28,17 @@ import yaml
 
 from workflow.config import load_params
 from workflow.errors import UserError, cli
-from workflow.io import atomic_path, write_json, write_text
+from workflow.io import atomic_path, read_json, write_json, write_text
 
 PAPERS_DIR = Path("config/papers")
 PAPERS = ("yuv420_mobilenetv2", "cifar_max78000", "od_quant_kd_imx8", "yolov4tiny_pruning", "rtbench_tflite")
-# Result tables a mapping can read, by the name used in mapping.yaml `source:`.
+# Result tables a mapping can read, by the name used in mapping.yaml `source:`. A {name} in
+# the path matches one folder per device / model; the tables are stacked with that column.
 SOURCES = {
-    "summary": "results/summary.csv",              # foundation + optimization variants (issue 3)
-    "pipeline": "results/pipeline/summary.csv",    # pre-processing pipeline per resolution (issue 4)
-    "detection": "results/detection/summary.csv",  # detection track (issue 6)
+    "summary": "results/summary.csv",                       # foundation + optimization variants
+    "pipeline": "results/pipeline/{device}/table.csv",      # pre-processing pipeline per resolution
+    "pruning": "results/models/{model}/prune_report.json",  # parameters per pruning iteration
+    "detection": "results/detection/summary.csv",           # detection track
 }
 WITHIN, DIFFERS, NOT_COMPARABLE, NOT_RUN = "within tolerance", "differs", "not comparable", "not run"
 VERDICTS = (WITHIN, DIFFERS, NOT_COMPARABLE, NOT_RUN)
@@ -115,18 +117,37 @@ def check_mapping(mapping, path):
                                 f"expected one of {', '.join(SOURCES)}")
 
 
+def read_table(path):
+    """A CSV table, or a prune report as one row per pruning iteration (iteration 0 = unpruned)."""
+    if path.suffix != ".json":
+        return pd.read_csv(path)
+    report = read_json(path)
+    return pd.DataFrame([{"model": report["model"], "from": report["from"], "prune_ratio": report["settings"]["ratio"],
+                          "prune_iteration": it["iteration"], **{k: v for k, v in it.items() if k != "iteration"}}
+                         for it in report["iterations"]])
+
+
+def source_files(results_root, pattern):
+    """[(path, {folder key: folder name})] of the files a SOURCES entry names."""
+    root = Path(results_root)
+    key = re.search(r"\{(\w+)\}", pattern)
+    if not key:
+        return [(root / pattern, {})] if (root / pattern).exists() else []
+    return [(path, {key.group(1): path.parent.name}) for path in sorted(root.glob(pattern.replace(key.group(0), "*")))]
+
+
 def read_sources(results_root=".", sources=SOURCES):
     """{name: DataFrame or None (absent)} for every result table."""
     tables = {}
-    for name, rel in sources.items():
-        path = Path(results_root) / rel
-        if not path.exists():
-            tables[name] = None
-            continue
-        try:
-            tables[name] = pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise UserError(f"{path}: not a readable CSV table ({str(err).splitlines()[0]})") from None
+    for name, pattern in sources.items():
+        frames = []
+        for path, folder in source_files(results_root, pattern):
+            try:
+                frame = read_table(path)
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, KeyError) as err:
+                raise UserError(f"{path}: not a readable result table ({str(err).splitlines()[0]})") from None
+            frames.append(frame.assign(**{k: v for k, v in folder.items() if k not in frame.columns}))
+        tables[name] = pd.concat(frames, ignore_index=True) if frames else None
     return tables
 
 
@@ -317,11 +338,12 @@ def build_table(paper, params, tables, root=PAPERS_DIR):
 
 
 def _describe_tolerance(tol, unit):
+    """"±1 pp" (absolute; a % unit is in percentage points), "±10 % rel." (relative)."""
     parts = []
     if "abs" in tol:
-        parts.append(f"±{tol['abs']:g} {unit}".strip())
+        parts.append(f"±{tol['abs']:g} {'pp' if unit == '%' else unit}".strip())
     if "rel" in tol:
-        parts.append(f"±{100 * tol['rel']:g} %")
+        parts.append(f"±{100 * tol['rel']:g} % rel.")
     return " or ".join(parts)
 
 

@@ -131,21 +131,11 @@ def published_yuv_gain(papers_dir=PAPERS_DIR):
 
 
 def reproduced_yuv_gain(pipeline):
-    """{device: [(megapixels, gain %)]} from the pipeline benchmark's table, or {} when it lacks the columns."""
-    latency = next((c for c in ("latency_p50_ms", "latency_ms", "latency_mean_ms") if c in pipeline.columns), None)
-    if latency is None or not {"width", "height", "input_format"} <= set(pipeline.columns):
-        return {}
-    if "device" not in pipeline.columns:
-        pipeline = pipeline.assign(device="local")
-    series = {}
-    for device, group in pipeline.groupby("device"):
-        wide = group.pivot_table(index=["width", "height"], columns="input_format", values=latency, aggfunc="first")
-        if not {"rgb", "yuv420"} <= set(wide.columns):
-            continue
-        wide = wide.dropna(subset=["rgb", "yuv420"])
-        series[device] = sorted((w * h / 1e6, 100 * (r.rgb - r.yuv420) / r.rgb)
-                                for (w, h), r in wide.iterrows())
-    return series
+    """{device: [(megapixels, latency gain %)]} from the pipeline benchmark's tables (rows with status ok)."""
+    rows = pipeline[pipeline["status"] == "ok"] if "status" in pipeline.columns else pipeline
+    rows = rows.dropna(subset=["gain_latency_pct"])
+    return {device: sorted(zip(group["width"] * group["height"] / 1e6, group["gain_latency_pct"]))
+            for device, group in rows.groupby("device")}
 
 
 def plot_yuv_gain(pipeline, out, papers_dir=PAPERS_DIR):
@@ -156,9 +146,8 @@ def plot_yuv_gain(pipeline, out, papers_dir=PAPERS_DIR):
     for device, points in series.items():
         ax.plot(*zip(*points), "s-", label=f"reproduced on {device}")
     if not series:
-        where = SOURCES["pipeline"]
-        ax.text(0.5, 0.08, f"reproduced: not run (pre-processing pipeline benchmark, {where} absent)",
-                transform=ax.transAxes, ha="center", fontsize=8, color="#c44e52")
+        ax.text(0.5, -0.2, "reproduced: not run (no pre-processing pipeline benchmark results)",
+                transform=ax.transAxes, ha="center", va="top", fontsize=8, color="#c44e52")
     ax.set_xlabel("image area (megapixels)")
     ax.set_ylabel("latency gain of YUV 4:2:0 over RGB (%)")
     ax.set_title("YUV 4:2:0 latency gain vs image area")
@@ -176,17 +165,18 @@ def run_series(bench_files):
         run = bench["threads"][threads]
         if "latencies_ms" not in run:
             raise UserError(f"{path}: no per-run latencies (benchmarked by an older runner); rerun the benchmark")
-        label = f"{bench['model_name']}\n{Path(bench['artifact']).stem} @{bench['device']}, {threads} thr"
+        label = f"{bench['model_name']}\n{Path(bench['artifact']).stem}\n{bench['device']}, {threads} thr"
         series.append((label, run["latencies_ms"], run["first_run_ms"]))
     return series
 
 
 def plot_latency_distribution(series, out):
-    fig, ax = plt.subplots(figsize=(max(6.4, 1.6 * len(series)), 4.4))
+    fig, ax = plt.subplots(figsize=(max(6.4, 2.0 * len(series)), 4.4))
     if not series:
         not_run(ax, "not run: no benchmark results")
     else:
         data = [s[1] for s in series]
+        ax.set_yscale("log")  # the slowest runs are far above the median (seed 004 Fig. 5.9)
         ax.violinplot(data, showextrema=False)
         for i, values in enumerate(data, start=1):
             q = pd.Series(values).quantile([0.0, 0.5, 0.99, 1.0])
@@ -194,14 +184,14 @@ def plot_latency_distribution(series, out):
                 ax.scatter(i, value, marker=marker, color="black", s=18, zorder=3, label=name if i == 1 else None)
         ax.set_xticks(range(1, len(series) + 1), [s[0] for s in series], fontsize=7)
         ax.legend(fontsize=7)
-    ax.set_ylabel("inference time per run (ms)")
+    ax.set_ylabel("inference time per run (ms, log scale)")
     ax.set_title("Distribution of batch-1 inference time (timed runs after warm-up)")
     ax.grid(axis="y", alpha=0.3)
     save(fig, out, "latency_distribution")
 
 
 def plot_first_run_ratio(series, out):
-    fig, ax = plt.subplots(figsize=(max(6.4, 1.6 * len(series)), 4.4))
+    fig, ax = plt.subplots(figsize=(max(6.4, 2.0 * len(series)), 4.4))
     if not series:
         not_run(ax, "not run: no benchmark results")
     else:
@@ -219,14 +209,16 @@ def plot_first_run_ratio(series, out):
     save(fig, out, "first_run_ratio")
 
 
-def make_plots(params, summary_path, bench_files, out, pipeline_path=None, papers_dir=PAPERS_DIR):
+def make_plots(params, summary_path, bench_files, out, pipeline_tables=(), papers_dir=PAPERS_DIR):
     try:
         summary = pd.read_csv(summary_path)
     except FileNotFoundError:
         raise UserError(f"{summary_path}: file not found (run the aggregate stage)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise UserError(f"{summary_path}: not a readable CSV table ({str(err).splitlines()[0]})") from None
-    pipeline = pd.read_csv(pipeline_path) if pipeline_path and Path(pipeline_path).exists() else None
+    # one table per device: results/pipeline/<device>/table.csv
+    pipeline = pd.concat([pd.read_csv(path).assign(device=Path(path).parent.name) for path in pipeline_tables],
+                         ignore_index=True) if pipeline_tables else None
     for device in params["benchmark"]["devices"]:
         plot_pareto(summary, device, out)
     plot_bubble(summary, out)
@@ -241,7 +233,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--summary", default=SOURCES["summary"])
-    parser.add_argument("--pipeline", help=f"pipeline benchmark table, e.g. {SOURCES['pipeline']}")
+    parser.add_argument("--pipeline", nargs="*", default=[],
+                        help=f"pipeline benchmark tables, {SOURCES['pipeline']}")
     parser.add_argument("--bench", nargs="*", default=[], help="benchmark JSONs for the latency distributions")
     parser.add_argument("--out", default="results/plots")
     args = parser.parse_args(argv)
