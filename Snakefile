@@ -41,9 +41,12 @@ include: "rules/export.smk"
 include: "rules/evaluate.smk"
 include: "rules/benchmark.smk"
 include: "rules/aggregate.smk"
+include: "rules/detection.smk"
 
 
 rule all:
     default_target: True
     input:
         "results/summary.csv",
+        # the detection track joins the default target only when enabled (rules/detection.smk)
+        *(["results/detection/summary.csv"] if P.get("detection", {}).get("enabled") else []),
