@@ -56,9 +56,9 @@ def duplicate_convs(cfg, code):
     if not DEPTH_CODE.match(code):
         raise UserError(f"depth_code {code!r}: expected five digits, e.g. 10101")
     convs = backbone_convs(cfg)
-    if len(convs) < len(code):
+    if any(d != "0" for d in code[len(convs):]):
         raise UserError(f"depth_code {code!r}: the base model has only {len(convs)} backbone Conv modules")
-    extra = {convs[i]: int(d) for i, d in enumerate(code)}
+    extra = {convs[i]: int(d) for i, d in enumerate(code) if d != "0"}
     layers = cfg["backbone"] + cfg["head"]
     new_index, out = {}, []
     for i, layer in enumerate(layers):

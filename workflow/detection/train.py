@@ -62,7 +62,8 @@ def train_args(train, spec, data_yaml, run_dir, seed, teacher):
         weight_decay=train["weight_decay"], warmup_epochs=train["warmup_epochs"], device=train["device"],
         workers=train["workers"], seed=seed, deterministic=train["deterministic"],
         amp=False, pretrained=False, plots=False, project=str(run_dir.parent.resolve()), name=run_dir.name,
-        exist_ok=True, save_period=-1, patience=train["epochs"] + 1, verbose=True)
+        exist_ok=True, save_period=-1, patience=train["epochs"] + 1, verbose=True,
+        val=False)  # ultralytics still validates after the final epoch; the evaluate stage measures every artifact
     if teacher:
         args.update(distill_model=str(teacher), dis=float(spec["kd_factor"]))
     return args
