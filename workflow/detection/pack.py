@@ -120,12 +120,12 @@ def scan(root, subdir, nc, on_bad, skipped):
 
 def orphan_labels(root, subdir):
     """Label files of a source folder that have no image."""
-    labels = root / "labels" / Path(subdir).relative_to("images") if Path(subdir).parts[0] == "images" else None
-    if labels is None or not labels.is_dir():
+    labels = root / "labels" / Path(subdir).relative_to("images")
+    if not labels.is_dir():
         return 0
-    stems = {p.relative_to(root / subdir).with_suffix("") for p in (root / subdir).rglob("*")
-             if p.suffix.lower() in IMAGE_SUFFIXES}
-    return sum(1 for p in labels.rglob("*.txt") if p.relative_to(labels).with_suffix("") not in stems)
+    images = {p.relative_to(root / subdir).with_suffix("") for p in (root / subdir).rglob("*")
+              if p.suffix.lower() in IMAGE_SUFFIXES}
+    return sum(1 for p in labels.rglob("*.txt") if p.relative_to(labels).with_suffix("") not in images)
 
 
 def select(data, seed, nc, skipped):
@@ -221,7 +221,8 @@ def pack(params, out_dir):
             label_dst = (out / "labels" / split / s["name"]).with_suffix(".txt")
             place(s["image"], image_dst)
             lines = "".join(f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in s["boxes"].tolist())
-            write_text(label_dst, lines)
+            label_dst.parent.mkdir(parents=True, exist_ok=True)
+            label_dst.write_text(lines)  # plain write: manifest.json, written last, marks the set complete
             files.append({"image": s["name"], "image_sha256": sha256_file(image_dst),
                           "label_sha256": sha256_file(label_dst), "boxes": len(s["boxes"])})
         manifest["splits"][split] = {

@@ -83,9 +83,7 @@ def save_student(last, out):
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
     model = ckpt.get("ema") or ckpt["model"]
     model = getattr(model, "student_model", model)
-    for attr in ("criterion",):
-        if hasattr(model, attr):
-            setattr(model, attr, None)
+    model.criterion = None  # rebuilt on demand; holds the training batch's tensors
     student = {"model": deepcopy(model).float().eval(), "train_args": ckpt.get("train_args", {}),
                "train_metrics": ckpt.get("train_metrics", {}), "date": ckpt.get("date"),
                "version": ckpt.get("version"), "epoch": -1}
