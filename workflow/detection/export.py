@@ -38,7 +38,7 @@ from workflow.detection.ultra import OFFLINE_SETTINGS
 from workflow.config import load_params, params_hash
 from workflow.detection.pack import verify_split
 from workflow.detection.runner import load_model, preprocess
-from workflow.detection.train import imgsz_hw
+from workflow.detection.plan import imgsz_hw
 from workflow.errors import UserError, cli
 from workflow.io import atomic_path, sha256_file, write_json, write_text
 from workflow.provenance import provenance

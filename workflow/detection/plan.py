@@ -7,6 +7,12 @@ PACK_OUTPUTS = tuple(f"{DATA}/{f}" for f in ("images", "labels", "data.yaml", "c
                                               "manifest.json"))
 
 
+def imgsz_hw(spec):
+    """A model's input size as (height, width); an int is square."""
+    size = spec["imgsz"]
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
 def model_dir(model):
     return f"{RESULTS}/models/{model}"
 

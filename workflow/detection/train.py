@@ -31,14 +31,10 @@ from workflow.detection.ultra import OFFLINE_SETTINGS
 from workflow.config import load_params, params_hash
 from workflow.detection.modelcfg import write_model_yaml
 from workflow.detection.pack import verify_split
+from workflow.detection.plan import imgsz_hw
 from workflow.errors import UserError, cli
 from workflow.io import atomic_path, read_json, write_json
 from workflow.provenance import provenance
-
-
-def imgsz_hw(spec):
-    size = spec["imgsz"]
-    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def teacher_path(params, spec, cli_teacher):
