@@ -52,7 +52,7 @@ def project(tmp_path_factory):
 
 
 def test_summary_has_a_measured_row_per_artifact(project):
-    table = pd.read_csv(project / "results" / "detection" / "summary.csv")
+    table = pd.read_csv(project / "results" / "detection" / "summary.csv", dtype={"depth_code": str})
     assert (table["task"] == "detection").all()
     expected = {(m, a) for m, spec in TINY_MODELS.items() for a in ("pytorch", *spec["artifacts"])}
     assert set(zip(table["model"], table["artifact"])) == expected and len(table) == len(expected)
