@@ -9,7 +9,8 @@ file is evaluated by workflow.detection.evaluate on the val split: mAP50-95 / mA
 artifact next to the PyTorch model's at the same size, and the mean pre-processing,
 inference and post-processing (decode + NMS) times. An int8 artifact whose mAP50-95 falls
 below half of the fp32 ONNX model's is flagged as collapsed (the failure ultralytics users
-report for int8 exports). Figures go to bench/results/detection_export.json; nothing is asserted.
+report for int8 exports). Each row also carries the export report's max |artifact - PyTorch|
+raw head output, which still shows a broken artifact when an undertrained model has mAP 0. Figures go to bench/results/detection_export.json; nothing is asserted.
 """
 import argparse
 import copy
@@ -47,6 +48,7 @@ def measure(params, model, size, work):
         result = evaluate(params, model, str(out), DATA, work / f"{artifact}-eval.json")
         rows[artifact] = {k: result.get(k) for k in KEYS}
         rows[artifact]["export_seconds"] = report.get("seconds")
+        rows[artifact]["output_max_abs_diff"] = report.get("parity", {}).get("max_abs_diff_vs_pytorch")
         print(f"{size}px {artifact}: {result.get('status')} mAP50-95 {result.get('map50_95')} "
               f"pre/infer/post {result.get('pre_mean_ms')}/{result.get('infer_mean_ms')}/{result.get('post_mean_ms')}")
     fp32 = rows["onnx-fp32"].get("map50_95") or 0.0

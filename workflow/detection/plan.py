@@ -68,6 +68,7 @@ def summary_inputs(det):
     for model in det["models"]:
         files.append(f"{model_dir(model)}/train_metrics.json")
         files += [eval_path(model, a) for a in ("pytorch", *model_artifacts(det, model))]
+        files += [report_path(model, a) for a in model_artifacts(det, model)]
     return files
 
 
