@@ -10,7 +10,8 @@ artifact next to the PyTorch model's at the same size, and the mean pre-processi
 inference and post-processing (decode + NMS) times. An int8 artifact whose mAP50-95 falls
 below half of the fp32 ONNX model's is flagged as collapsed (the failure ultralytics users
 report for int8 exports). Each row also carries the export report's max |artifact - PyTorch|
-raw head output, which still shows a broken artifact when an undertrained model has mAP 0. Figures go to bench/results/detection_export.json; nothing is asserted.
+raw head output, which still shows a broken artifact when an undertrained model has mAP 0.
+Figures go to bench/results/detection_export.json; nothing is asserted.
 """
 import argparse
 import copy

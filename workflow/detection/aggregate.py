@@ -6,7 +6,8 @@
 One row per (model, artifact): the PyTorch model itself and every exported file, each with
 the mAP its own runtime reached on the val split, the PyTorch model's mAP on the same images
 and the drop, the export report's max |artifact - PyTorch| raw head output on calibration
-images (a fidelity figure that still means something when an undertrained model has mAP 0), size, the pre-processing / inference / post-processing split and the model's
+images (a fidelity figure that still means something when an undertrained model has mAP 0),
+size, the pre-processing / inference / post-processing split and the model's
 variant fields (KD teacher and factor, leaky slope, depth code, input size). A failed export
 is a row with status failed and its reason. paper_tables.md groups the rows the way seeds
 001 (PTQ and KD of YOLOv5n/s), 003 (leaky slope x input size) and 004 (depth code) report them.
@@ -23,7 +24,8 @@ from workflow.io import read_json, write_text
 
 COLUMNS = ["task", "model", "base_yaml", "teacher", "kd", "kd_factor", "leaky_slope", "depth_code", "imgsz",
            "artifact", "format", "precision", "runtime", "status", "reason", "map50_95", "map50",
-           "map50_95_pytorch", "map50_pytorch", "map50_95_drop", "output_max_abs_diff", "val_images", "params", "size_bytes", "threads",
+           "map50_95_pytorch", "map50_pytorch", "map50_95_drop", "output_max_abs_diff", "val_images", "params",
+           "size_bytes", "threads",
            "pre_ms", "infer_ms", "post_ms", "total_ms", "fps", "epochs", "train_seconds", "git_commit"]
 
 
@@ -35,7 +37,8 @@ def rows(det, results):
         for artifact in ("pytorch", *plan.model_artifacts(det, model)):
             r = read_json(Path(results) / "eval" / model / f"{artifact}.json")
             ok = r["status"] == "ok"
-            report = {} if artifact == "pytorch" else read_json(Path(results) / "artifacts" / model / f"{artifact}.json")
+            report_file = Path(results) / "artifacts" / model / f"{artifact}.json"
+            report = {} if artifact == "pytorch" else read_json(report_file)
             drop = (reference["map50_95"] - r["map50_95"]) if ok and reference.get("status") == "ok" else None
             out.append({
                 "task": "detection", "model": model, "base_yaml": spec["yaml"], "teacher": spec.get("teacher", ""),
@@ -46,7 +49,8 @@ def rows(det, results):
                 "reason": r.get("reason", ""), "map50_95": r.get("map50_95"), "map50": r.get("map50"),
                 "map50_95_pytorch": reference.get("map50_95"), "map50_pytorch": reference.get("map50"),
                 "map50_95_drop": drop,
-                "output_max_abs_diff": report.get("parity", {}).get("max_abs_diff_vs_pytorch"), "val_images": r["val_images"], "params": train["params"],
+                "output_max_abs_diff": report.get("parity", {}).get("max_abs_diff_vs_pytorch"),
+                "val_images": r["val_images"], "params": train["params"],
                 "size_bytes": r.get("size_bytes"), "threads": r.get("threads"), "pre_ms": r.get("pre_mean_ms"),
                 "infer_ms": r.get("infer_mean_ms"), "post_ms": r.get("post_mean_ms"),
                 "total_ms": r.get("total_mean_ms"),

@@ -48,7 +48,8 @@ class OutputDistillationModel(DistillationModel):
         if (student_head.nc, student_head.reg_max, tuple(student_head.stride.tolist())) != \
                 (teacher_head.nc, teacher_head.reg_max, tuple(teacher_head.stride.tolist())):
             raise ValueError(f"output KD needs the same classes, DFL bins and strides: student "
-                             f"nc={student_head.nc} reg_max={student_head.reg_max} strides={student_head.stride.tolist()}, "
+                             f"nc={student_head.nc} reg_max={student_head.reg_max} "
+                             f"strides={student_head.stride.tolist()}, "
                              f"teacher nc={teacher_head.nc} reg_max={teacher_head.reg_max} "
                              f"strides={teacher_head.stride.tolist()}")
         self.reg_max = student_head.reg_max
