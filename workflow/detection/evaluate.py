@@ -18,7 +18,6 @@ import contextlib
 import io
 from pathlib import Path
 
-import numpy as np
 
 from workflow.config import load_params, params_hash
 from workflow.detection.pack import verify_split

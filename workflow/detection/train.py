@@ -33,7 +33,7 @@ from workflow.detection.modelcfg import write_model_yaml
 from workflow.detection.pack import verify_split
 from workflow.detection.plan import imgsz_hw
 from workflow.errors import UserError, cli
-from workflow.io import atomic_path, read_json, write_json
+from workflow.io import atomic_path, write_json
 from workflow.provenance import provenance
 
 
