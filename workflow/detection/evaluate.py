@@ -18,11 +18,10 @@ import contextlib
 import io
 from pathlib import Path
 
-
 from workflow.config import load_params, params_hash
 from workflow.detection.pack import verify_split
-from workflow.detection.runner import load_model, run, summarize
 from workflow.detection.plan import imgsz_hw
+from workflow.detection.runner import load_model, run, summarize
 from workflow.errors import UserError, cli
 from workflow.io import read_json, write_json
 from workflow.provenance import provenance

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow.detection.ultra import OFFLINE_SETTINGS
+from workflow.detection.ultra import OFFLINE_SETTINGS  # first: offline settings before ultralytics loads
 from workflow.config import load_params, params_hash
 from workflow.detection.pack import verify_split
 from workflow.detection.runner import load_model, preprocess

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from workflow.detection.ultra import OFFLINE_SETTINGS
+from workflow.detection.ultra import OFFLINE_SETTINGS  # first: offline settings before ultralytics loads
 from workflow.config import load_params, params_hash
 from workflow.detection.modelcfg import write_model_yaml
 from workflow.detection.pack import verify_split
