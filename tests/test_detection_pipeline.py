@@ -88,3 +88,43 @@ def test_rerun_is_a_no_op(project):
     result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "2",
                              "results/detection/summary.csv"], cwd=project, capture_output=True, text=True, env=ENV)
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """Stop after epoch 1 of 2 (as a kill would), rerun: it resumes and finishes the same run."""
+    from conftest import tiny_params
+    from workflow.detection import kd
+    from workflow.detection.pack import pack
+    from workflow.detection.train import train
+
+    if not COCO128.exists():
+        pytest.skip(f"{COCO128} not present")
+    params = tiny_params()
+    det = params["detection"]
+    det["data"].update(path=str(COCO128), train_subset=8, val_subset=4, calib_subset=2)
+    det["train"].update(epochs=2, batch_size=4, num_threads=1)
+    det["models"] = {"yolov5n": {"yaml": "yolov5n.yaml", "imgsz": 64}}
+    pack(params, tmp_path / "data")
+
+    class Interrupted(Exception):
+        pass
+
+    class StopAfterFirstEpoch(kd.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+
+            def stop(trainer):
+                if trainer.epoch == 0:
+                    raise Interrupted
+
+            self.add_callback("on_fit_epoch_end", stop)
+
+    monkeypatch.setattr(kd, "Trainer", StopAfterFirstEpoch)
+    run_dir = tmp_path / "ckpt" / "yolov5n"
+    with pytest.raises(Interrupted):
+        train(params, "yolov5n", tmp_path / "data", tmp_path / "out", run_dir, None)
+    assert (run_dir / "weights" / "last.pt").exists() and not (tmp_path / "out" / "train_metrics.json").exists()
+    monkeypatch.undo()
+    metrics = train(params, "yolov5n", tmp_path / "data", tmp_path / "out", run_dir, None)
+    assert metrics["resumed_from"] == str(run_dir / "weights" / "last.pt")
+    assert len(pd.read_csv(tmp_path / "out" / "history.csv")) == 2
