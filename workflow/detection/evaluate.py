@@ -15,8 +15,11 @@ status "failed" and the reason, so the summary shows the row.
 """
 import argparse
 import contextlib
+import functools
 import io
 from pathlib import Path
+
+from tqdm import tqdm
 
 from workflow.config import load_params, params_hash
 from workflow.detection.pack import verify_split
@@ -80,8 +83,9 @@ def evaluate(params, name, artifact, data_dir, out):
     image_ids = [image["id"] for image in gt["images"]]
     try:
         model = load_model(artifact, ev["num_threads"])
+        bar = functools.partial(tqdm, desc=f"{name}/{artifact_name}", unit="img")
         detections, times = run(model, images, height, width, manifest["nc"], ev["conf"], ev["iou"],
-                                ev["max_det"], ev["warmup_runs"])
+                                ev["max_det"], ev["warmup_runs"], progress=bar)
     except ValueError as err:
         raise UserError(str(err)) from None
     map50_95, map50, n_dets = coco_map(data_dir / "val_coco.json", detections, image_ids)

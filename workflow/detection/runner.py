@@ -156,18 +156,19 @@ def load_model(path, threads):
     return BACKENDS[suffix](path, threads)
 
 
-def run(model, images, height, width, nc, conf, iou, max_det, warmup_runs=3):
+def run(model, images, height, width, nc, conf, iou, max_det, warmup_runs=3, progress=iter):
     """Detections and per-image stage times (ms) over ``images`` (paths).
 
     Returns ([(boxes, scores, classes)], {"pre": [...], "infer": [...], "post": [...]}); the
-    first ``warmup_runs`` passes over the first image are not timed.
+    first ``warmup_runs`` passes over the first image are not timed. ``progress`` wraps the
+    image loop (e.g. tqdm).
     """
     if images and warmup_runs:
         x, *_ = preprocess(images[0], height, width, model.layout)
         for _ in range(warmup_runs):
             model(x)
     detections, times = [], {"pre": [], "infer": [], "post": []}
-    for path in images:
+    for path in progress(images):
         t0 = time.perf_counter()
         x, gain, pad, shape = preprocess(path, height, width, model.layout)
         t1 = time.perf_counter()
