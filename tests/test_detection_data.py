@@ -117,3 +117,27 @@ def test_evaluate_refuses_a_changed_val_file(tmp_path, source):
     result = run_module("detection.evaluate", "--params", params, "--model", "yolov5n", "--artifact",
                         tmp_path / "none.pt", "--data", tmp_path / "packed", "--out", tmp_path / "e.json")
     assert_one_line_error(result, str(label), "checksum mismatch")
+
+
+def test_failed_conversion_is_a_failed_row_not_a_missing_one(tmp_path, source, monkeypatch):
+    from workflow.config import load_params
+    from workflow.detection import export as det_export
+    from workflow.detection.evaluate import evaluate
+
+    params_path = det_params(tmp_path, source)
+    assert pack(tmp_path, params_path).returncode == 0
+    params = load_params(params_path)
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"weights")
+
+    def broken(*args):
+        raise RuntimeError("converter exploded\ntraceback lines")
+
+    monkeypatch.setitem(det_export.EXPORTERS, "tflite-int8", broken)
+    out = tmp_path / "artifacts" / "tflite-int8.tflite"
+    report = det_export.export(params, "yolov5n", "tflite-int8", checkpoint, tmp_path / "packed", out, None)
+    assert report["status"] == "failed" and report["reason"] == "RuntimeError: converter exploded"
+    assert out.stat().st_size == 0 and json.loads(out.with_suffix(".json").read_text())["status"] == "failed"
+    row = evaluate(params, "yolov5n", str(out), tmp_path / "packed", tmp_path / "eval.json")
+    assert row["status"] == "failed" and row["reason"] == report["reason"]
+    assert json.loads((tmp_path / "eval.json").read_text())["status"] == "failed"
