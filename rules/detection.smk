@@ -22,9 +22,10 @@ if DET:
         path = Path("config/detection/models") / DET["models"][wc.det_model]["yaml"]
         return [str(path)] if path.is_file() else []
 
-    def det_teacher(wc):
-        teacher = det_plan.teacher_model(DET, wc.det_model)
-        return [f"{det_plan.model_dir(teacher)}/model.pt"] if teacher else []
+    def det_parents(wc):
+        """The KD teacher's and the pruning source's checkpoints, when they are entries of this DAG."""
+        parents = (det_plan.teacher_model(DET, wc.det_model), det_plan.prune_source(DET, wc.det_model))
+        return [f"{det_plan.model_dir(p)}/model.pt" for p in parents if p]
 
     rule det_pack:
         """Validate the YOLO-format source and write the train/val/calib split, data yamls and COCO json."""
@@ -55,7 +56,7 @@ if DET:
             "workflow/detection/kd.py",
             "workflow/detection/modelcfg.py",
             det_local_yaml,
-            det_teacher,
+            det_parents,
         params:
             train=lambda wc: {"seed": P["seed"], "train": DET["train"], "model": DET["models"][wc.det_model]},
             command=lambda wc: det_plan.train_command(DET, wc.det_model),

@@ -117,9 +117,9 @@ def detection_stages(det):
                 "workflow/detection/kd.py", "workflow/detection/modelcfg.py"]
         if Path("config/detection/models", spec["yaml"]).is_file():
             deps.append(f"config/detection/models/{spec['yaml']}")
-        teacher = plan.teacher_model(det, model)
-        if teacher:
-            deps.append(f"{plan.model_dir(teacher)}/model.pt")
+        for parent in (plan.teacher_model(det, model), plan.prune_source(det, model)):
+            if parent:
+                deps.append(f"{plan.model_dir(parent)}/model.pt")
         out.append(Stage(f"det-train-{model}", plan.train_command(det, model), deps,
                          [f"{mdir}/model.pt", f"{mdir}/model.yaml"],
                          params=["seed", "detection.train", f"detection.models.{model}"],

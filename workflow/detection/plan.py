@@ -44,9 +44,15 @@ def teacher_model(det, model):
     return teacher if teacher in det["models"] else None
 
 
+def prune_source(det, model):
+    """The entry a `prune` entry starts from, else None."""
+    return det["models"][model].get("prune", {}).get("source")
+
+
 def train_command(det, model):
-    teacher = teacher_model(det, model)
+    teacher, source = teacher_model(det, model), prune_source(det, model)
     extra = f" --teacher {model_dir(teacher)}/model.pt" if teacher else ""
+    extra += f" --prune-from {model_dir(source)}/model.pt" if source else ""
     return (f"python -m workflow.detection.train --params params.yaml --model {model} --data {DATA} "
             f"--out {model_dir(model)}{extra}")
 

@@ -10,6 +10,10 @@ Checkpoints go to --checkpoints (default results/detection/checkpoints/<model>/w
 every epoch); a rerun resumes an unfinished run from there. A non-square ``imgsz`` [h, w]
 trains at max(h, w) (ultralytics trains square mosaics) and is exported/evaluated at h x w.
 
+With ``prune`` the entry starts from another entry's trained model.pt (--prune-from) and runs
+seed 003's iterative channel pruning with fine-tuning (prune_and_finetune); model.yaml then
+describes the architecture before pruning, model.pt holds the pruned module.
+
 With ``teacher`` the student is distilled (kd: output | feature, factor kd_factor; see
 workflow.detection.kd). The teacher is another entry's model.pt, or a path to any
 ultralytics checkpoint (e.g. a pre-trained YOLOv5m for the full-scale runs).
@@ -65,6 +69,45 @@ def train_args(train, spec, data_yaml, run_dir, seed, teacher):
     return args
 
 
+def final_model(run_dir):
+    ckpt = torch.load(run_dir / "weights" / "last.pt", map_location="cpu", weights_only=False)
+    return (ckpt.get("ema") or ckpt["model"]).float()
+
+
+def prune_and_finetune(det, spec, source, data_yaml, run_dir, yaml_path, seed):
+    """Seed 003's iterative channel pruning: each iteration removes ``ratio`` of the remaining channels
+    (global ranking by |BatchNorm scale|, torch-pruning's DependencyGraph keeps every coupled layer
+    consistent; the Detect head is left whole), then fine-tunes ``finetune_epochs`` with ultralytics."""
+    import torch_pruning as tp
+    from ultralytics.nn.modules.head import Detect
+
+    from workflow.detection.kd import Trainer
+
+    prune = spec["prune"]
+    model = torch.load(source, map_location="cpu", weights_only=False)["model"].float()
+    height, width = imgsz_hw(spec)
+    channels = []
+    for iteration in range(1, prune["iterations"] + 1):
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        pruner = tp.pruner.MetaPruner(
+            model, torch.zeros(1, 3, height, width), importance=tp.importance.BNScaleImportance(),
+            global_pruning=True, pruning_ratio=prune["ratio"],
+            ignored_layers=[m for m in model.modules() if isinstance(m, Detect)],
+            output_transform=lambda y: y[0])
+        pruner.step()
+        channels.append([m.num_features for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+        iteration_dir = run_dir / f"prune{iteration}"
+        args = train_args({**det["train"], "epochs": prune["finetune_epochs"]}, spec, data_yaml, iteration_dir,
+                          seed, None)
+        trainer = Trainer(overrides={"model": str(yaml_path.resolve()), **args})
+        trainer.model = model  # a module: ultralytics trains it as it is instead of building the yaml
+        trainer.train()
+        model = final_model(iteration_dir)
+    return iteration_dir, trainer, channels
+
+
 def unfinished_checkpoint(run_dir):
     """last.pt of an interrupted run (ultralytics marks a finished one with epoch -1), else None."""
     last = run_dir / "weights" / "last.pt"
@@ -88,7 +131,7 @@ def save_student(last, out):
     return model
 
 
-def train(params, name, data_dir, out_dir, checkpoints, teacher_cli):
+def train(params, name, data_dir, out_dir, checkpoints, teacher_cli, prune_from=None):
     det = params["detection"]
     if name not in det["models"]:
         raise UserError(f"--model {name!r}: not in params.yaml detection.models ({', '.join(det['models'])})")
@@ -103,34 +146,44 @@ def train(params, name, data_dir, out_dir, checkpoints, teacher_cli):
     run_dir = Path(checkpoints or f"results/detection/checkpoints/{name}")
     torch.set_num_threads(det["train"]["num_threads"])
 
-    from workflow.detection.kd import Trainer
-
-    resume = unfinished_checkpoint(run_dir)
-    if resume:
-        print(f"resuming {name} from {resume}")
-        trainer = Trainer(overrides={"resume": str(resume)})
-    else:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        trainer = Trainer(overrides={"model": str(yaml_path.resolve()),
-                                     **train_args(det["train"], spec, data_dir / "data.yaml", run_dir,
-                                                  params["seed"], teacher)})
-    trainer.kd_method = spec.get("kd")
     start = time.perf_counter()
-    try:
-        trainer.train()
-    except ValueError as err:  # e.g. output KD between incompatible heads
-        raise UserError(f"detection model {name}: {err}") from None
+    resume, pruned_channels = None, None
+    if spec.get("prune"):
+        if not prune_from or not Path(prune_from).is_file():
+            raise UserError(f"model {name} prunes {spec['prune']['source']!r}: pass its model.pt with --prune-from")
+        shutil.rmtree(run_dir, ignore_errors=True)  # fine-tuning a pruned module restarts; it does not resume
+        run_dir, trainer, pruned_channels = prune_and_finetune(det, spec, prune_from, data_dir / "data.yaml",
+                                                               run_dir, yaml_path, params["seed"])
+    else:
+        from workflow.detection.kd import Trainer
+
+        resume = unfinished_checkpoint(run_dir)
+        if resume:
+            print(f"resuming {name} from {resume}")
+            trainer = Trainer(overrides={"resume": str(resume)})
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            trainer = Trainer(overrides={"model": str(yaml_path.resolve()),
+                                         **train_args(det["train"], spec, data_dir / "data.yaml", run_dir,
+                                                      params["seed"], teacher)})
+        trainer.kd_method = spec.get("kd")
+        try:
+            trainer.train()
+        except ValueError as err:  # e.g. output KD between incompatible heads
+            raise UserError(f"detection model {name}: {err}") from None
     seconds = time.perf_counter() - start
     model = save_student(run_dir / "weights" / "last.pt", out_dir / "model.pt")
     shutil.copyfile(run_dir / "results.csv", out_dir / "history.csv")
     final = trainer.metrics or {}
     metrics = {
         "model": name, "spec": spec, "imgsz": list(imgsz_hw(spec)), "train_imgsz": max(imgsz_hw(spec)),
-        "epochs": det["train"]["epochs"], "train_images": manifest["splits"]["train"]["images"],
+        "epochs": spec["prune"]["finetune_epochs"] * spec["prune"]["iterations"] if spec.get("prune")
+        else det["train"]["epochs"], "train_images": manifest["splits"]["train"]["images"],
         "params": sum(p.numel() for p in model.parameters()),
         "teacher": str(teacher) if teacher else None, "kd": spec.get("kd"), "kd_factor": spec.get("kd_factor"),
         "val_map50": final.get("metrics/mAP50(B)"), "val_map50_95": final.get("metrics/mAP50-95(B)"),
         "train_seconds": seconds, "resumed_from": str(resume) if resume else None,
+        "pruned_from": str(prune_from) if spec.get("prune") else None, "pruned_bn_channels": pruned_channels,
         "offline_settings": OFFLINE_SETTINGS, "data_manifest_sha256": manifest["splits"]["train"]["sha256"],
         "provenance": provenance(params_hash({"seed": params["seed"], "train": det["train"], "model": spec}),
                                  ("ultralytics",)),
@@ -148,8 +201,10 @@ def main(argv=None):
     parser.add_argument("--out", required=True)
     parser.add_argument("--teacher", help="the teacher's model.pt when the teacher is a detection.models entry")
     parser.add_argument("--checkpoints", help="ultralytics run folder (default results/detection/checkpoints/<model>)")
+    parser.add_argument("--prune-from", help="the trained model.pt that a `prune` entry starts from")
     args = parser.parse_args(argv)
-    m = train(load_params(args.params), args.model, args.data, args.out, args.checkpoints, args.teacher)
+    m = train(load_params(args.params), args.model, args.data, args.out, args.checkpoints, args.teacher,
+              args.prune_from)
     print(f"trained {m['model']}: val mAP50-95 {m['val_map50_95']}, {m['train_seconds']:.0f} s -> {args.out}")
 
 
