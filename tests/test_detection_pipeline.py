@@ -24,6 +24,8 @@ TINY_MODELS = {
                      "kd_factor": 6.0, "artifacts": ["onnx-fp32"]},
     "yolov3tiny-10101": {"yaml": "yolov3-tiny.yaml", "depth_code": "10101", "leaky_slope": 0.125,
                          "imgsz": [64, 96], "artifacts": ["onnx-fp32"]},
+    "yolov5n-pruned": {"yaml": "yolov5n.yaml", "imgsz": 64, "artifacts": ["onnx-fp32"],
+                       "prune": {"source": "yolov5n", "ratio": 0.15, "iterations": 2, "finetune_epochs": 1}},
 }
 
 
@@ -82,6 +84,14 @@ def test_kd_students_trained_with_their_distillation_term(project):
     kd = json.loads((project / "results/detection/models/yolov5n-kd/train_metrics.json").read_text())
     assert kd["params"] == base["params"]
     assert kd["offline_settings"]["YOLO_OFFLINE"] == "1"
+
+
+def test_pruned_model_has_fewer_channels_after_each_iteration(project):
+    base = json.loads((project / "results/detection/models/yolov5n/train_metrics.json").read_text())
+    pruned = json.loads((project / "results/detection/models/yolov5n-pruned/train_metrics.json").read_text())
+    first, second = (sum(c) for c in pruned["pruned_bn_channels"])
+    assert second < first and pruned["params"] < base["params"]
+    assert pruned["pruned_from"].endswith("yolov5n/model.pt") and pruned["epochs"] == 2
 
 
 def test_rerun_is_a_no_op(project):
