@@ -37,3 +37,15 @@ def test_detection_is_off_the_default_target_unless_enabled():
     assert not [s for s in stages(params) if s.name.startswith("det-")]
     params["detection"]["enabled"] = True
     assert any(s.name == "det-aggregate" for s in stages(params))
+
+
+def test_pruning_source_must_be_a_detection_model(tmp_path):
+    from conftest import assert_one_line_error, run_module, write_params
+
+    params = tiny_params()
+    params["detection"]["models"]["pruned"] = {"yaml": "yolov5n.yaml", "imgsz": 320,
+                                               "prune": {"source": "nosuch", "ratio": 0.15, "iterations": 2,
+                                                         "finetune_epochs": 1}}
+    result = run_module("dag", "--params", write_params(tmp_path / "params.yaml", params), "--out",
+                        tmp_path / "dvc.yaml")
+    assert_one_line_error(result, "detection.models.pruned.prune.source", "nosuch")

@@ -70,10 +70,23 @@ def _check_semantics(params, source):
     if data["train_subset"] and data["calib_subset"] > data["train_subset"]:
         raise UserError(f"{source}: key 'data.calib_subset': got {data['calib_subset']}, expected at most "
                         f"data.train_subset ({data['train_subset']})")
+    if "detection" in params:
+        _check_detection(params["detection"], source)
     for i, device in enumerate(params["benchmark"]["devices"]):
         if device not in KNOWN_DEVICES:
             raise UserError(f"{source}: key 'benchmark.devices.{i}': got {device!r}, expected one of "
                             f"{', '.join(KNOWN_DEVICES)}")
+
+
+def _check_detection(det, source):
+    """A pruning source must be another detection model (a KD teacher may also be a checkpoint path)."""
+    for name, spec in det["models"].items():
+        prune_source = spec.get("prune", {}).get("source")
+        if prune_source is not None and (prune_source not in det["models"] or prune_source == name):
+            raise UserError(f"{source}: key 'detection.models.{name}.prune.source': got {prune_source!r}, "
+                            f"expected another entry of detection.models")
+        if spec.get("teacher") == name:
+            raise UserError(f"{source}: key 'detection.models.{name}.teacher': a model cannot teach itself")
 
 
 def load_params(path="params.yaml"):
