@@ -68,6 +68,9 @@ def test_summary_has_a_measured_row_per_artifact(project):
     # int8 files are about a quarter of fp32
     sizes = dict(zip(ok[ok["model"] == "yolov5n"]["artifact"], ok[ok["model"] == "yolov5n"]["size_bytes"]))
     assert sizes["onnx-int8-dynamic"] < 0.5 * sizes["onnx-fp32"]
+    # static int8 keeps the head's decoding in float, so class scores are not crushed to one value
+    static = json.loads((project / "results/detection/artifacts/yolov5n/onnx-int8-static.json").read_text())
+    assert static["settings"]["float_nodes"] > 0
     variant = table[table["model"] == "yolov3tiny-10101"].iloc[0]
     assert variant["imgsz"] == "64x96" and str(variant["depth_code"]) == "10101"
     assert "Seed 004" in (project / "results" / "detection" / "paper_tables.md").read_text()

@@ -11,7 +11,8 @@ Artifacts (params.yaml `detection.artifacts`):
   onnx-int8-dynamic  ONNX Runtime quantize_dynamic of onnx-fp32 (seed 001's recipe: per channel,
                      uint8 weights), through workflow.quantize's wrapper and quant_pre_process
   onnx-int8-static   ONNX Runtime quantize_static (QDQ, int8 weights, uint8 activations) calibrated
-                     on the packed calib split, letterboxed exactly as in evaluation
+                     on the packed calib split, letterboxed exactly as in evaluation; the head's
+                     decoding (DFL, box/score concat) stays float (see head_decode_nodes)
   tflite-fp32        ultralytics' exporter (format litert, via litert-torch: input stays NCHW)
   tflite-int8        the same with int8=True: full-integer post-training quantization calibrated
                      on the calib split (calib.yaml; never on the val images that are evaluated)
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from workflow.detection.ultra import OFFLINE_SETTINGS  # first: offline settings before ultralytics loads
 from workflow.config import load_params, params_hash
@@ -73,11 +75,37 @@ def export_onnx(checkpoint, height, width, ex, data_dir, work, source):
     return path, {"opset": ex["opset"], "simplify": "onnxslim"}
 
 
+def head_decode_nodes(path):
+    """Nodes of the Detect head after its conv branches: DFL decoding and the box/score concat.
+
+    Static quantization keeps them in float: one uint8 scale over boxes in pixels (0..imgsz) and
+    class scores (0..1) leaves the scores a single step or two, and mAP collapses.
+    """
+    nodes = onnx.load(str(path)).graph.node
+    head = max(int(n.name.split("/")[1].split(".")[1]) for n in nodes if n.name.startswith("/model."))
+    return [n.name for n in nodes if n.name.startswith(f"/model.{head}/")
+            and "/cv2." not in n.name and "/cv3." not in n.name]
+
+
+def quantize_static_head_float(src, dst, s, inputs):
+    """workflow.quantize's static settings, with the head's decoding left in float."""
+    from onnxruntime.quantization import quantize_static
+
+    from workflow.quantize import CALIBRATIONS, FORMATS, QUANT_TYPES, PackedCalibrationReader
+
+    quantize_static(src, dst, PackedCalibrationReader(inputs, s["calib_batch"]),
+                    quant_format=FORMATS[s["quant_format"]], calibrate_method=CALIBRATIONS[s["calibration"]],
+                    per_channel=s["per_channel"], activation_type=QUANT_TYPES[s["activation_type"]],
+                    weight_type=QUANT_TYPES[s["weight_type"]], nodes_to_exclude=head_decode_nodes(src),
+                    extra_options={"CalibStridedMinMax": 1, **({"CalibPercentile": s["percentile"]}
+                                                               if s["calibration"] == "percentile" else {})})
+
+
 def quantize_onnx(method):
     def export(checkpoint, height, width, ex, data_dir, work, source):
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        from workflow.quantize import quantize_dynamic_model, quantize_static_model, quiet_ort_logging
+        from workflow.quantize import quantize_dynamic_model, quiet_ort_logging
 
         if source is None or not Path(source).is_file():
             raise UserError(f"{method} quantization needs the onnx-fp32 artifact: pass --source")
@@ -89,10 +117,12 @@ def quantize_onnx(method):
         pre, out = Path(work) / "pre.onnx", Path(work) / f"int8-{method}.onnx"
         with quiet_ort_logging():
             quant_pre_process(str(source), str(pre))
-            (quantize_dynamic_model if method == "dynamic" else quantize_static_model)(pre, out, settings, inputs)
+            (quantize_dynamic_model if method == "dynamic" else quantize_static_head_float)(pre, out, settings,
+                                                                                              inputs)
         keep = ("per_channel", "weight_type") + (("activation_type", "quant_format", "calibration")
                                                  if method == "static" else ())
-        return out, {"method": method, **{k: settings[k] for k in keep},
+        float_nodes = head_decode_nodes(pre) if method == "static" else []
+        return out, {"method": method, **{k: settings[k] for k in keep}, "float_nodes": len(float_nodes),
                      "calib_images": len(inputs["images"]) if inputs else 0}
     return export
 
