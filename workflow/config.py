@@ -83,6 +83,8 @@ def _check_semantics(params, source):
                             f"({', '.join(spec) or 'none'}), expected exactly one (e.g. quantize, qat, tflite)")
         if "quantize" in spec:
             _check_quantize(spec["quantize"], f"artifacts.{name}.quantize", params, source)
+    if "detection" in params:
+        _check_detection(params["detection"], source)
     _check_devices(params, source)
     pipeline = params["benchmark"]["pipeline"]
     for key, fmt in (("rgb_model", "rgb"), ("yuv_model", "yuv420")):
@@ -123,6 +125,17 @@ def _check_quantize(q, key, params, source):
     if q.get("activation_type") == "qint8" and q.get("weight_type") == "quint8":
         raise UserError(f"{source}: key '{key}.weight_type': quint8 weights with qint8 activations are not "
                         "supported by ONNX Runtime (use qint8)")
+
+
+def _check_detection(det, source):
+    """A pruning source must be another detection model (a KD teacher may also be a checkpoint path)."""
+    for name, spec in det["models"].items():
+        prune_source = spec.get("prune", {}).get("source")
+        if prune_source is not None and (prune_source not in det["models"] or prune_source == name):
+            raise UserError(f"{source}: key 'detection.models.{name}.prune.source': got {prune_source!r}, "
+                            f"expected another entry of detection.models")
+        if spec.get("teacher") == name:
+            raise UserError(f"{source}: key 'detection.models.{name}.teacher': a model cannot teach itself")
 
 
 def load_params(path="params.yaml"):

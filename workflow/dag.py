@@ -217,6 +217,8 @@ def stages(params):
         f"python -m workflow.aggregate --params {PARAMS} --results results --out results/summary.csv",
         summary_deps + ["workflow/aggregate.py"],
         ["results/summary.csv", "results/summary.md"]))
+    if params.get("detection", {}).get("enabled"):
+        out += detection_stages(params["detection"])
     out += paper_and_plot_stages(params, out)  # keep last: they read the outputs of every stage above
     return out
 
@@ -284,6 +286,49 @@ def pipeline_stages(params):
              "workflow/remote.py", *device_deps(params, device)],
             [f"{folder}/table.csv", f"{folder}/fig20.csv"], params=["benchmark.pipeline"],
             metrics=[f"{folder}/pipeline.json"]))
+    return out
+
+
+def detection_stages(det):
+    """The detection track (rules/detection.smk): pack, train, export, evaluate, aggregate."""
+    from workflow.detection import plan
+
+    data = plan.DATA
+    out = [Stage("det-pack", f"python -m workflow.detection.pack --params {PARAMS} --out {data}",
+                 ["workflow/detection/pack.py"], list(plan.PACK_OUTPUTS), params=["seed", "detection.data"])]
+    for model, spec in det["models"].items():
+        mdir = plan.model_dir(model)
+        deps = [f"{data}/manifest.json", f"{data}/data.yaml", "workflow/detection/train.py",
+                "workflow/detection/kd.py", "workflow/detection/modelcfg.py"]
+        if Path("config/detection/models", spec["yaml"]).is_file():
+            deps.append(f"config/detection/models/{spec['yaml']}")
+        for parent in (plan.teacher_model(det, model), plan.prune_source(det, model)):
+            if parent:
+                deps.append(f"{plan.model_dir(parent)}/model.pt")
+        out.append(Stage(f"det-train-{model}", plan.train_command(det, model), deps,
+                         [f"{mdir}/model.pt", f"{mdir}/model.yaml"],
+                         params=["seed", "detection.train", f"detection.models.{model}"],
+                         metrics=[f"{mdir}/train_metrics.json"], plots=[f"{mdir}/history.csv"]))
+        for artifact in plan.model_artifacts(det, model):
+            deps = [f"{mdir}/model.pt", f"{data}/manifest.json", "workflow/detection/export.py",
+                    "workflow/detection/runner.py"]
+            if artifact.startswith("onnx-int8"):
+                deps += [plan.artifact_path(model, "onnx-fp32"), "workflow/quantize.py"]
+            if artifact.endswith("int8"):
+                deps.append(f"{data}/calib.yaml")
+            out.append(Stage(f"det-export-{model}-{artifact}", plan.export_command(model, artifact), deps,
+                             [plan.artifact_path(model, artifact), plan.report_path(model, artifact)],
+                             params=["detection.export", f"detection.models.{model}"]))
+        for artifact in ("pytorch", *plan.model_artifacts(det, model)):
+            deps = [f"{data}/manifest.json", f"{data}/val_coco.json", "workflow/detection/evaluate.py",
+                    "workflow/detection/runner.py"]
+            deps += ([f"{mdir}/model.pt"] if artifact == "pytorch"
+                     else [plan.artifact_path(model, artifact), plan.report_path(model, artifact)])
+            out.append(Stage(f"det-evaluate-{model}-{artifact}", plan.evaluate_command(model, artifact), deps, [],
+                             params=["detection.evaluate"], metrics=[plan.eval_path(model, artifact)]))
+    out.append(Stage("det-aggregate", plan.AGGREGATE_COMMAND,
+                     plan.summary_inputs(det) + ["workflow/detection/aggregate.py"],
+                     [f"{plan.RESULTS}/summary.csv", f"{plan.RESULTS}/summary.md", f"{plan.RESULTS}/paper_tables.md"]))
     return out
 
 
