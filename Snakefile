@@ -6,6 +6,7 @@
 
 from workflow.dag import (BENCHMARK_KEYS, FORMATS, PACKED, artifact_path, artifacts_by_producer, artifacts_of,
                           quantize_args, report_path)
+from workflow.dag import benchmark_keys, hailo_args, tflite_args
 from workflow.errors import UserError
 from workflow.config import load_params
 
@@ -40,6 +41,8 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/export.smk"
 include: "rules/quantize.smk"
+include: "rules/tflite.smk"
+include: "rules/hailo.smk"
 include: "rules/evaluate.smk"
 include: "rules/benchmark.smk"
 include: "rules/aggregate.smk"

@@ -28,8 +28,9 @@ def tiny_params(**sections):
     params["export"].update(parity_samples=16)
     params["benchmark"].update(warmup_runs=2, min_runs=5, min_duration_s=0.0, threads=[1], samples=4)
     for spec in params["artifacts"].values():
-        if "calib_size" in spec.get("quantize", {}):
-            spec["quantize"]["calib_size"] = 32
+        for producer in ("quantize", "tflite", "hailo"):
+            if "calib_size" in spec.get(producer, {}):
+                spec[producer]["calib_size"] = 32
     for name, values in sections.items():
         if isinstance(values, dict) and isinstance(params.get(name), dict):
             params[name].update(values)

@@ -28,7 +28,9 @@ from workflow.onnx_stats import onnx_stats
 from workflow.provenance import provenance
 
 RUNNER = Path(__file__).with_name("device_runner.py")
-RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime"}
+RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime", ".tflite": "litert", ".hef": "hailort"}
+# Python module each runtime needs on the device (checked on `local` before running)
+RUNTIME_MODULE = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert", "hailort": "hailo_platform"}
 
 
 def run_on_device(device, runner_args, workdir):
@@ -46,6 +48,31 @@ def run_on_device(device, runner_args, workdir):
         lines = proc.stderr.strip().splitlines() or [f"no error output, exit status {proc.returncode}"]
         raise UserError(f"device_runner on {device} failed: {lines[-1].removeprefix('error: ')}")
     return json.loads(out.read_text())
+
+
+def model_stats(artifact):
+    """Parameters and MACs counted from the ONNX graph; for a converted format, of the ONNX model it was
+    converted from (recorded in its report), with this file's own size."""
+    if artifact.suffix == ".onnx":
+        return onnx_stats(artifact)
+    report = read_json(artifact.with_suffix(".json"))
+    return {"params": report.get("params"), "macs": report.get("macs"), "size_bytes": artifact.stat().st_size}
+
+
+def runner_settings(params, runtime):
+    """One runner run per setting: LiteRT with and without XNNPACK (benchmark.litert_xnnpack), else one."""
+    if runtime == "litert":
+        return [("xnnpack" if on else "none", ["--xnnpack", "on" if on else "off"])
+                for on in params["benchmark"]["litert_xnnpack"]]
+    return [(None, [])]
+
+
+def not_run_reason(device, runtime):
+    import importlib.util
+
+    if device == "local" and importlib.util.find_spec(RUNTIME_MODULE[runtime]) is None:
+        return f"not run: {runtime} ({RUNTIME_MODULE[runtime]}) is not installed on {device}"
+    return None
 
 
 def benchmark(params, device, model_name, artifact, packed, manifest_path):
@@ -71,26 +98,28 @@ def benchmark(params, device, model_name, artifact, packed, manifest_path):
     images, _ = load_packed(packed, manifest, split)
     inputs = to_model_inputs(images[:settings["samples"]], input_format, manifest["height"], manifest["width"])
 
+    base = {"model_name": model_name, "device": device, "artifact": str(artifact),
+            "artifact_sha256": sha256_file(artifact), "input_format": input_format}
+    reason = not_run_reason(device, runtime)
+    if reason:  # e.g. a .hef with no Hailo runtime here: a row that says so, not a stopped DAG
+        return {**base, "status": "failed", "reason": reason, "provenance": provenance(params_hash(settings))}
+    runs = []
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         samples = Path(workdir) / "samples.npz"
         np.savez(samples, **inputs)
-        runner_args = ["--model", str(artifact), "--inputs", str(samples), "--runtime", runtime,
-                       "--warmup", str(settings["warmup_runs"]), "--min-runs", str(settings["min_runs"]),
-                       "--min-duration", str(settings["min_duration_s"]),
-                       "--threads", ",".join(map(str, settings["threads"])), "--device-name", device]
-        result = run_on_device(device, runner_args, workdir)
+        for delegate, extra in runner_settings(params, runtime):
+            runner_args = ["--model", str(artifact), "--inputs", str(samples), "--runtime", runtime, *extra,
+                           "--warmup", str(settings["warmup_runs"]), "--min-runs", str(settings["min_runs"]),
+                           "--min-duration", str(settings["min_duration_s"]),
+                           "--threads", ",".join(map(str, settings["threads"])), "--device-name", device]
+            runs.append((delegate, run_on_device(device, runner_args, workdir)))
 
-    return {
-        "model_name": model_name,
-        "device": device,
-        "status": "ok",
-        "artifact": str(artifact),
-        "artifact_sha256": sha256_file(artifact),
-        "input_format": input_format,
-        "model_stats": onnx_stats(artifact),
-        **result,
-        "provenance": provenance(params_hash(settings)),
-    }
+    result = {**base, "status": "ok", "model_stats": model_stats(artifact)}
+    if runs[0][0] is None:
+        result.update(runs[0][1])  # one run: the runner's result at the top level
+    else:  # one result per delegate setting; aggregate makes a row of each
+        result["runs"] = [{"delegate": delegate, **run} for delegate, run in runs]
+    return {**result, "provenance": provenance(params_hash(settings))}
 
 
 def parse_args(argv=None):
@@ -98,7 +127,7 @@ def parse_args(argv=None):
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--device", required=True, help="one of params.yaml benchmark.devices")
     p.add_argument("--model-name", required=True, help="a key of params.yaml models")
-    p.add_argument("--artifact", required=True, help="the exported model (.onnx)")
+    p.add_argument("--artifact", required=True, help="the exported model (.onnx, .tflite, .hef)")
     p.add_argument("--packed", required=True, help="packed test split, e.g. data/packed/rgb/test.npy")
     p.add_argument("--manifest", required=True, help="its manifest.json")
     p.add_argument("--out", required=True, help="result JSON, e.g. results/bench/<device>/<model>/<stem>.json")
@@ -121,9 +150,14 @@ def main(argv=None):
         return
     result = benchmark(params, args.device, args.model_name, args.artifact, args.packed, args.manifest)
     write_json(args.out, result)
-    first = result["threads"][str(params["benchmark"]["threads"][0])]
-    print(f"{args.model_name} on {args.device}: p50 {first['latency_ms']['p50']:.3f} ms at {first['threads']} "
-          f"thread(s), peak RSS {result['memory']['peak_rss_mb']:.0f} MB -> {args.out}")
+    if result["status"] == "failed":
+        print(f"{args.artifact}: not benchmarked ({result['reason']})")
+        return
+    for run in result.get("runs", [result]):
+        first = run["threads"][str(params["benchmark"]["threads"][0])]
+        delegate = f" ({run['delegate']})" if "delegate" in run else ""
+        print(f"{args.model_name} on {args.device}{delegate}: p50 {first['latency_ms']['p50']:.3f} ms at "
+              f"{first['threads']} thread(s), peak RSS {run['memory']['peak_rss_mb']:.0f} MB -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def _describe(error):
     elif validator == "propertyNames":
         allowed = f"names matching {expected.get('pattern', expected)}"
     elif validator in ("minProperties", "maxProperties") and key.startswith("artifacts."):
-        allowed = "exactly one producer key (quantize, ...)"
+        allowed = "exactly one producer key (quantize, tflite or hailo)"
     else:
         allowed = error.message
     return f"key '{key}': got {value}, expected {allowed}"
@@ -82,6 +82,15 @@ def _check_semantics(params, source):
     for name, spec in params["artifacts"].items():
         if "quantize" in spec:
             _check_quantize(spec["quantize"], f"artifacts.{name}.quantize", params, source)
+        for producer, prefix in PRODUCER_FORMAT.items():
+            if producer in spec and not name.startswith(f"{prefix}-"):
+                raise UserError(f"{source}: key 'artifacts.{name}': the {producer} stage makes {prefix} files, so "
+                                f"the name must start with '{prefix}-'")
+        if "tflite" in spec:
+            _check_tflite(spec["tflite"], f"artifacts.{name}.tflite", params, source)
+        if "hailo" in spec and "hef" in params.get("targets", DEFAULT_TARGETS):
+            _check_calib_size(spec["hailo"].get("calib_size", HAILO_CALIB_SIZE), f"artifacts.{name}.hailo.calib_size",
+                              params, source)
     for i, device in enumerate(params["benchmark"]["devices"]):
         if device not in KNOWN_DEVICES:
             raise UserError(f"{source}: key 'benchmark.devices.{i}': got {device!r}, expected one of "
@@ -106,6 +115,33 @@ def _check_quantize(q, key, params, source):
     if q.get("activation_type") == "qint8" and q.get("weight_type") == "quint8":
         raise UserError(f"{source}: key '{key}.weight_type': quint8 weights with qint8 activations are not "
                         "supported by ONNX Runtime (use qint8)")
+
+
+# The file format each producer makes (an artifact's name starts with it).
+PRODUCER_FORMAT = {"quantize": "onnx", "tflite": "tflite", "hailo": "hef"}
+# Formats built when params.yaml has no `targets` (hef needs the proprietary Hailo SDK).
+DEFAULT_TARGETS = ("onnx", "tflite")
+HAILO_CALIB_SIZE = 1024  # Hailo's recommended calibration set size
+
+
+def _check_calib_size(size, key, params, source):
+    calib_subset = params["data"]["calib_subset"]
+    if size > calib_subset:
+        raise UserError(f"{source}: key '{key}': got {size}, expected at most data.calib_subset ({calib_subset}), "
+                        "the calibration images that are packed (raise data.calib_subset)")
+
+
+def _check_tflite(t, key, params, source):
+    if t["precision"] != "int8":
+        given = [k for k in ("io_type", "calib_size") if k in t]
+        if given:
+            raise UserError(f"{source}: key '{key}.{given[0]}': only for precision int8 (full-integer "
+                            "quantization with a representative dataset)")
+    if t.get("converter") == "litert_torch" and t["precision"] != "fp32":
+        raise UserError(f"{source}: key '{key}.converter': litert_torch makes precision fp32 here "
+                        f"(got {t['precision']}; use onnx2tf)")
+    if t["precision"] == "int8":
+        _check_calib_size(t.get("calib_size", 256), f"{key}.calib_size", params, source)
 
 
 def load_params(path="params.yaml"):

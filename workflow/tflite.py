@@ -202,6 +202,9 @@ def convert(params, source, calib, manifest_path, out, settings, checkpoint=None
     out = Path(out)
     stats = onnx_stats(source)
     base = {"artifact": out.name, "format": "tflite", **settings,
+            # TFLite's post-training quantization: min/max ranges over the representative dataset
+            "quant_method": {"dynamic_int8": "dynamic", "int8": "full_integer"}.get(settings["precision"]),
+            "calibration": "minmax" if settings["precision"] == "int8" else None,
             "converter_version": converter_version(settings["converter"]),
             "input_format": manifest["color_format"], "source_model": str(source),
             "params": stats["params"], "macs": stats["macs"]}
