@@ -140,7 +140,7 @@ def _check_tflite(t, key, params, source):
     if t.get("converter") == "litert_torch" and t["precision"] != "fp32":
         raise UserError(f"{source}: key '{key}.converter': litert_torch makes precision fp32 here "
                         f"(got {t['precision']}; use onnx2tf)")
-    if t["precision"] == "int8":
+    if t["precision"] == "int8" and "tflite" in params.get("targets", DEFAULT_TARGETS):
         _check_calib_size(t.get("calib_size", 256), f"{key}.calib_size", params, source)
 
 
