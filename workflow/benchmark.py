@@ -9,6 +9,11 @@ The timing itself is done by workflow/device_runner.py in a fresh process on the
 device (so peak RSS is the model's, not this stage's). This stage prepares its
 inputs (the first ``benchmark.samples`` test images), and adds the graph's size,
 parameters and MACs, checksums and provenance to the runner's result.
+
+The runtime follows the file: .onnx -> onnxruntime, .tflite -> litert (run once per
+``benchmark.litert_xnnpack`` setting, ``--xnnpack on|off``; the result then holds one
+entry per delegate under ``runs``), .hef -> hailort. Parameters and MACs of a converted
+file are those of the ONNX model it was converted from (its report records them).
 """
 import argparse
 import json

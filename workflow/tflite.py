@@ -119,8 +119,8 @@ def convert_onnx2tf(source, work, settings, calib_inputs):
             channels = array.shape[1]
             data.append([name, str(path), [[[[0.0] * channels]]], [[[[1.0] * channels]]]])
         options = dict(output_integer_quantized_tflite=True, custom_input_op_name_np_data_path=data,
-                       quant_type="per-channel", input_quant_dtype=settings["io_type"] or "int8",
-                       output_quant_dtype=settings["io_type"] or "int8")
+                       quant_type="per-channel", input_quant_dtype=settings["io_type"],
+                       output_quant_dtype=settings["io_type"])
     np.save(Path(work) / ONNX2TF_SAMPLE, np.zeros((20, 128, 128, 3), np.float32))
     out_dir, source = Path(work) / "onnx2tf", Path(source).resolve()
     with working_directory(work):
