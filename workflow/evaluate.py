@@ -88,7 +88,8 @@ def evaluate(params, artifact, packed, manifest_path, out):
     images, labels = load_packed(packed, manifest, "test")
     model = load_runtime_model(artifact, cfg["num_threads"])
     inputs = to_model_inputs(images, manifest["color_format"], manifest["height"], manifest["width"])
-    if sorted(inputs) != sorted(model.input_names):
+    # ONNX inputs match by name; a LiteRT model maps the data onto its inputs by name or shape itself
+    if isinstance(model, OnnxRuntimeModel) and sorted(inputs) != sorted(model.input_names):
         raise UserError(f"{artifact}: model inputs {model.input_names} do not match the "
                         f"{manifest['color_format']} packed data ({sorted(inputs)})")
     batch = model.max_batch or cfg["batch_size"]
