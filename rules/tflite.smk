@@ -16,7 +16,7 @@ rule convert_tflite:
         options=lambda wc: tflite_args(P["artifacts"][wc.artifact], wc.model),
         settings=lambda wc: P["artifacts"][wc.artifact],
     conda:
-        "../envs/export.yaml"
+        "../envs/tflite.yaml"
     shell:
         "python -m workflow.tflite --params params.yaml --model {input.model} {params.options} "
         "--calib {input.calib} --manifest {input.manifest} --out {output[0]}"
