@@ -4,7 +4,7 @@
 # no job started) and by every stage. dvc.yaml is generated from the same file
 # (python -m workflow.dag) and tests/test_dag_parity.py keeps the two in step.
 
-from workflow.dag import (BENCHMARK_KEYS, FORMATS, PACKED, artifact_path, artifacts_by_producer, artifacts_of,
+from workflow.dag import (FORMATS, PACKED, artifact_path, artifacts_by_producer, artifacts_of,
                           quantize_args, report_path)
 from workflow.dag import benchmark_keys, hailo_args, tflite_args
 from workflow.errors import UserError
