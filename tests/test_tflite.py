@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 from onnx import TensorProto, helper
 
@@ -97,9 +98,9 @@ def test_conversion_parity_and_accuracy(exported, packed_dir, model, case, tmp_p
 
 
 @pytest.mark.slow
-def test_converter_failure_is_a_failed_report_not_a_crash(exported, packed_dir, tmp_path):
-    """A valid ONNX model with an operator onnx2tf has no converter for: status failed with onnx2tf's reason."""
-    params, _, _ = exported["mobilenetv2-rgb"]
+def test_converter_failure_is_a_failed_row_per_delegate(exported, trained, packed_dir, tmp_path):
+    """A valid ONNX model with an operator onnx2tf has no converter for: status failed with onnx2tf's reason,
+    carried through evaluate and benchmark into one summary row per XNNPACK setting; ONNX goes on."""
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 32, 32])
     logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])
     graph = helper.make_graph([helper.make_node("ColorTwist", ["image"], ["logits"], domain="com.example")],
@@ -107,12 +108,42 @@ def test_converter_failure_is_a_failed_report_not_a_crash(exported, packed_dir, 
     source = tmp_path / "custom.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                       helper.make_opsetid("com.example", 1)]), source)
-    out = tmp_path / "tflite-fp32.tflite"
-    result, report = convert(params, source, packed_dir, "rgb", out, "--precision", "fp32")
+    model = "mobilenetv2-rgb"
+    params = tiny_params(targets=["onnx", "tflite"])
+    params["models"] = {model: {**params["models"][model], "artifacts": ["onnx-fp32", "tflite-fp32"]}}
+    params["benchmark"]["litert_xnnpack"] = [True, False]
+    params_path = write_params(tmp_path / "params.yaml", params)
+    results = tmp_path / "results"
+    (results / "models").mkdir(parents=True)
+    (results / "models" / model).symlink_to(trained[model])
+    artifacts = results / "artifacts" / model
+    artifacts.mkdir(parents=True)
+    for suffix in (".onnx", ".json"):
+        (artifacts / f"onnx-fp32{suffix}").write_bytes(exported[model][1].with_suffix(suffix).read_bytes())
+    out = artifacts / "tflite-fp32.tflite"
+    result, report = convert(params_path, source, packed_dir, "rgb", out, "--precision", "fp32")
     assert result.returncode == 0, result.stderr[-2000:]
     assert report["status"] == "failed" and "ColorTwist" in report["reason"], report
     assert out.exists() and out.stat().st_size == 0
     assert "recorded as status failed" in result.stderr
+
+    test, manifest = packed_dir / "rgb" / "test.npy", packed_dir / "rgb" / "manifest.json"
+    for name in ("onnx-fp32.onnx", "tflite-fp32.tflite"):
+        stem = name.split(".")[0]
+        run_module("evaluate", "--params", params_path, "--artifact", artifacts / name, "--packed", test,
+                   "--manifest", manifest, "--out", results / "eval" / model / f"{stem}.json", check=True)
+        run_module("benchmark", "--params", params_path, "--device", "local", "--model-name", model,
+                   "--artifact", artifacts / name, "--packed", test, "--manifest", manifest,
+                   "--out", results / "bench" / "local" / model / f"{stem}.json", check=True)
+    run_module("aggregate", "--params", params_path, "--results", results, "--out", results / "summary.csv",
+               check=True)
+    table = pd.read_csv(results / "summary.csv")
+    failed = table[table["artifact"] == "tflite-fp32"]
+    assert sorted(failed["delegate"]) == ["none", "xnnpack"] and (failed["status"] == "failed").all()
+    assert (failed["reason"] == report["reason"]).all() and failed["top1"].isna().all()
+    assert (failed["runtime"] == "litert").all() and (failed["format"] == "tflite").all()
+    onnx_row = table[table["artifact"] == "onnx-fp32"].iloc[0]
+    assert onnx_row["status"] == "ok" and onnx_row["top1"] > 0
 
 
 @pytest.mark.slow
