@@ -7,8 +7,9 @@
 import re
 from pathlib import Path
 
-from workflow.dag import (BENCHMARK_KEYS, FORMATS, PACKED, artifact_path, artifacts_by_producer, artifacts_of,
-                          device_deps, qat_args, quantize_args, report_path, stages, upstream_args)
+from workflow.dag import (FORMATS, PACKED, artifact_path, artifacts_by_producer, artifacts_of, benchmark_keys,
+                          device_deps, hailo_args, qat_args, quantize_args, report_path, stages, tflite_args,
+                          upstream_args)
 from workflow.detection import plan as det_plan
 from workflow.errors import UserError
 from workflow.config import load_params
@@ -44,6 +45,8 @@ include: "rules/export.smk"
 include: "rules/quantize.smk"
 include: "rules/prune.smk"
 include: "rules/qat.smk"
+include: "rules/tflite.smk"
+include: "rules/hailo.smk"
 include: "rules/evaluate.smk"
 include: "rules/benchmark.smk"
 include: "rules/aggregate.smk"

@@ -63,3 +63,8 @@ def det_eval_inputs(wc):
     return files + [det_plan.artifact_path(wc.det_model, wc.det_eval),
                     det_plan.report_path(wc.det_model, wc.det_eval)]
 
+
+
+def hailo_options(step):
+    """Options of one step of workflow.hailo for the job's artifact (rules/hailo.smk)."""
+    return lambda wc: f" {hailo_args(P['artifacts'][wc.artifact], step)}".rstrip()
