@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: set up .venv if needed, then run the whole DAG to results/summary.csv.
+# The main job: set up .venv if needed, then run the whole DAG: results/summary.csv, paper tables, plots.
 #   ./run.sh                                   # defaults of params.yaml
 #   ./run.sh -S data.source=npz -S data.path=/path/cifar10_partial.npz   # offline data
 #   ./run.sh --cores 8 results/models/mobilenetv2-rgb/model.pt          # any snakemake arguments
@@ -33,11 +33,8 @@ if [ ${#sets[@]} -gt 0 ] || [ -n "$paper" ]; then
   python -m workflow.set_params "${overlay[@]}" "${sets[@]}"
   python -m workflow.dag
 fi
-if [ $# -eq 0 ]; then
-  if [ -n "$paper" ]; then
-    set -- "results/papers/$paper/table.md"
-  else
-    set -- results/summary.csv
-  fi
+# No target: the Snakefile's default, results/summary.csv plus the paper tables and plots.
+if [ $# -eq 0 ] && [ -n "$paper" ]; then
+  set -- "results/papers/$paper/table.md"
 fi
 exec snakemake --cores "${CORES:-2}" "$@"

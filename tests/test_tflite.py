@@ -70,7 +70,9 @@ def test_conversion_parity_and_accuracy(exported, packed_dir, model, case, tmp_p
     params, source, onnx_top1 = exported[model]
     options, max_diff, input_dtype = CASES[case]
     out = tmp_path / f"tflite-{case}.tflite"
+    source_bytes = source.read_bytes()
     _, report = convert(params, source, packed_dir, fmt_of(model), out, *options)
+    assert source.read_bytes() == source_bytes  # onnx2tf rewrites its input: it must get a copy
     assert report["status"] == "ok" and report["format"] == "tflite" and report["converter"] == "onnx2tf"
     assert report["sha256"] and report["size_bytes"] == out.stat().st_size
     # inputs keep their ONNX names, become NHWC, and take the precision's type
@@ -111,6 +113,7 @@ def test_converter_failure_is_a_failed_row_per_delegate(exported, trained, packe
     model = "mobilenetv2-rgb"
     params = tiny_params(targets=["onnx", "tflite"])
     params["models"] = {model: {**params["models"][model], "artifacts": ["onnx-fp32", "tflite-fp32"]}}
+    params["benchmark"]["pipeline"]["enabled"] = False  # it needs a YUV model too
     params["benchmark"]["litert_xnnpack"] = [True, False]
     params_path = write_params(tmp_path / "params.yaml", params)
     results = tmp_path / "results"

@@ -79,10 +79,11 @@ def artifacts_by_producer(params, name):
 def quantize_args(params, artifact):
     """Command-line options of workflow.quantize for one `artifacts` entry (Snakefile and dvc.yaml share it).
 
-    Static quantization calibrates on all packed calibration images unless calib_size says fewer."""
+    The packed calibration images calibrate static quantization (all of them unless calib_size says
+    fewer) and are the parity check's inputs for both methods."""
     q = params["artifacts"][artifact]["quantize"]
     args = ["--method", q["method"]]
-    if q["method"] == "static" and "calib_size" not in q:
+    if "calib_size" not in q:
         args += ["--calib-size", str(params["data"]["calib_subset"])]
     for key in ("format", "calibration", "percentile", "calib_size", "calib_batch", "weight_type",
                 "activation_type"):

@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -122,7 +123,9 @@ def convert_onnx2tf(source, work, settings, calib_inputs):
                        quant_type="per-channel", input_quant_dtype=settings["io_type"],
                        output_quant_dtype=settings["io_type"])
     np.save(Path(work) / ONNX2TF_SAMPLE, np.zeros((20, 128, 128, 3), np.float32))
-    out_dir, source = Path(work) / "onnx2tf", Path(source).resolve()
+    # onnx2tf rewrites the ONNX file it is given (shape inference) in place: convert a copy, so the
+    # fp32 artifact that other stages measured (and DVC hashed) stays byte-identical.
+    out_dir, source = Path(work) / "onnx2tf", Path(shutil.copy(source, Path(work) / Path(source).name))
     with working_directory(work):
         onnx2tf.convert(input_onnx_file_path=str(source), output_folder_path=str(out_dir),
                         not_use_onnxsim=True, verbosity="error", **options)
