@@ -8,7 +8,8 @@ size, the trained checkpoint is exported to every format of workflow.detection.e
 file is evaluated by workflow.detection.evaluate on the val split: mAP50-95 / mAP50 of the
 artifact next to the PyTorch model's at the same size, and the mean pre-processing,
 inference and post-processing (decode + NMS) times. An int8 artifact whose mAP50-95 falls
-below half of the fp32 ONNX model's is flagged as collapsed (the failure ultralytics users
+below half of the fp32 ONNX model's, or whose class scores all came out as one value, is flagged as
+collapsed (the failure ultralytics users
 report for int8 exports). Each row also carries the export report's max |artifact - PyTorch|
 raw head output, which still shows a broken artifact when an undertrained model has mAP 0.
 Figures go to bench/results/detection_export.json; nothing is asserted.
@@ -50,6 +51,7 @@ def measure(params, model, size, work):
         rows[artifact] = {k: result.get(k) for k in KEYS}
         rows[artifact]["export_seconds"] = report.get("seconds")
         rows[artifact]["output_max_abs_diff"] = report.get("parity", {}).get("max_abs_diff_vs_pytorch")
+        rows[artifact]["score_levels"] = report.get("parity", {}).get("score_levels")
         print(f"{size}px {artifact}: {result.get('status')} mAP50-95 {result.get('map50_95')} "
               f"pre/infer/post {result.get('pre_mean_ms')}/{result.get('infer_mean_ms')}/{result.get('post_mean_ms')}")
     fp32 = rows["onnx-fp32"].get("map50_95") or 0.0
@@ -57,7 +59,7 @@ def measure(params, model, size, work):
         row["map50_95_vs_pytorch"] = (row["map50_95"] - rows["pytorch"]["map50_95"]
                                       if row.get("map50_95") is not None else None)
         row["int8_collapse"] = ("int8" in artifact and row.get("map50_95") is not None and fp32 > 0
-                                and row["map50_95"] < COLLAPSE_RATIO * fp32)
+                                and row["map50_95"] < COLLAPSE_RATIO * fp32) or row.get("score_levels") == 1
     return rows
 
 

@@ -71,6 +71,8 @@ def test_summary_has_a_measured_row_per_artifact(project):
     # static int8 keeps the head's decoding in float, so class scores are not crushed to one value
     static = json.loads((project / "results/detection/artifacts/yolov5n/onnx-int8-static.json").read_text())
     assert static["settings"]["float_nodes"] > 0
+    exported = ok[ok["artifact"] != "pytorch"]
+    assert (exported["output_max_abs_diff"] >= 0).all() and (exported["score_levels"] >= 1).all()
     variant = table[table["model"] == "yolov3tiny-10101"].iloc[0]
     assert variant["imgsz"] == "64x96" and str(variant["depth_code"]) == "10101"
     assert "Seed 004" in (project / "results" / "detection" / "paper_tables.md").read_text()

@@ -6,7 +6,8 @@
 One row per (model, artifact): the PyTorch model itself and every exported file, each with
 the mAP its own runtime reached on the val split, the PyTorch model's mAP on the same images
 and the drop, the export report's max |artifact - PyTorch| raw head output on calibration
-images (a fidelity figure that still means something when an undertrained model has mAP 0),
+images and the number of distinct class-score values it produced there (fidelity figures that
+still mean something when an undertrained model has mAP 0; one level = scores collapsed),
 size, the pre-processing / inference / post-processing split and the model's
 variant fields (KD teacher and factor, leaky slope, depth code, input size). A failed export
 is a row with status failed and its reason. paper_tables.md groups the rows the way seeds
@@ -24,9 +25,9 @@ from workflow.io import read_json, write_text
 
 COLUMNS = ["task", "model", "base_yaml", "teacher", "kd", "kd_factor", "leaky_slope", "depth_code", "imgsz",
            "artifact", "format", "precision", "runtime", "status", "reason", "map50_95", "map50",
-           "map50_95_pytorch", "map50_pytorch", "map50_95_drop", "output_max_abs_diff", "val_images", "params",
-           "size_bytes", "threads",
-           "pre_ms", "infer_ms", "post_ms", "total_ms", "fps", "epochs", "train_seconds", "git_commit"]
+           "map50_95_pytorch", "map50_pytorch", "map50_95_drop", "output_max_abs_diff", "score_levels", "val_images",
+           "params", "size_bytes", "threads", "pre_ms", "infer_ms", "post_ms", "total_ms", "fps", "epochs",
+           "train_seconds", "git_commit"]
 
 
 def rows(det, results):
@@ -50,6 +51,7 @@ def rows(det, results):
                 "map50_95_pytorch": reference.get("map50_95"), "map50_pytorch": reference.get("map50"),
                 "map50_95_drop": drop,
                 "output_max_abs_diff": report.get("parity", {}).get("max_abs_diff_vs_pytorch"),
+                "score_levels": report.get("parity", {}).get("score_levels"),
                 "val_images": r["val_images"], "params": train["params"],
                 "size_bytes": r.get("size_bytes"), "threads": r.get("threads"), "pre_ms": r.get("pre_mean_ms"),
                 "infer_ms": r.get("infer_mean_ms"), "post_ms": r.get("post_mean_ms"),
@@ -81,8 +83,8 @@ def paper_tables(table):
     depth = [r for r in table if r["depth_code"]]
     sections = [
         ("Seed 001 (od_quant_kd_imx8), Table 5.1: post-training quantization of YOLOv5n/s",
-         ptq, ["model", "imgsz", "artifact", "runtime", "map50_95", "map50", "map50_95_drop", "size_bytes",
-               "pre_ms", "infer_ms", "post_ms", "fps"]),
+         ptq, ["model", "imgsz", "artifact", "runtime", "map50_95", "map50", "map50_95_drop", "score_levels",
+               "size_bytes", "pre_ms", "infer_ms", "post_ms", "fps"]),
         ("Seed 001, Tables 5.3/5.6/5.7: baseline vs knowledge distillation (PyTorch model)",
          kd, ["model", "teacher", "kd", "kd_factor", "epochs", "map50_95", "map50"]),
         ("Seed 003 (yolov4tiny_pruning), Table 1: leaky-ReLU slope x input size",

@@ -142,14 +142,23 @@ EXPORTERS = {"onnx-fp32": export_onnx, "onnx-int8-dynamic": quantize_onnx("dynam
 
 
 def parity(artifact, checkpoint, inputs, threads):
-    """Max |artifact - PyTorch| of the raw head output on a few calibration images."""
+    """The artifact's raw head output vs PyTorch's on a few calibration images.
+
+    max |diff| overall and of the class scores alone, and how many distinct score values the
+    artifact produced: one level means int8 crushed every score to the same value (mAP collapses
+    even when the boxes are fine; an undertrained model's tiny scores show it first).
+    """
     reference, model = load_model(checkpoint, threads), load_model(artifact, threads)
-    diffs = []
+    outputs, references = [], []
     for x in inputs[:PARITY_IMAGES]:
         x = x[None]
         y = model(x.transpose(0, 2, 3, 1).copy() if model.layout == "NHWC" else x)
-        diffs.append(float(np.abs(np.asarray(y, np.float32).reshape(-1) - reference(x).reshape(-1)).max()))
-    return {"images": len(diffs), "max_abs_diff_vs_pytorch": max(diffs)}
+        outputs.append(np.asarray(y, np.float32))
+        references.append(reference(x))
+    y, r = np.concatenate(outputs), np.concatenate(references)
+    return {"images": len(outputs), "max_abs_diff_vs_pytorch": float(np.abs(y - r).max()),
+            "score_max_abs_diff": float(np.abs(y[:, 4:] - r[:, 4:]).max()),
+            "score_levels": int(len(np.unique(y[:, 4:]))), "score_levels_pytorch": int(len(np.unique(r[:, 4:])))}
 
 
 def export(params, name, artifact, checkpoint, data_dir, out, source):
