@@ -157,10 +157,14 @@ def plot_yuv_gain(pipeline, out, papers_dir=PAPERS_DIR):
 
 
 def run_series(bench_files):
-    """[(label, latencies in ms, first run in ms)] at each file's first thread count."""
+    """[(label, latencies in ms, first run in ms)] at each file's first thread count.
+
+    A benchmark that failed (status failed: its reason is in summary.csv) has no runs to draw."""
     series = []
     for path in bench_files:
         bench = read_json(path)
+        if bench.get("status") == "failed":
+            continue
         threads = sorted(bench["threads"], key=int)[0]
         run = bench["threads"][threads]
         if "latencies_ms" not in run:
