@@ -4,10 +4,13 @@
 # no job started) and by every stage. dvc.yaml is generated from the same file
 # (python -m workflow.dag) and tests/test_dag_parity.py keeps the two in step.
 
+import re
 from pathlib import Path
 
-from workflow.dag import (BENCHMARK_KEYS, FORMATS, PACKED, artifact_path, artifacts_by_producer, artifacts_of,
-                          device_deps, qat_args, quantize_args, report_path, stages, upstream_args)
+from workflow.dag import (FORMATS, PACKED, artifact_path, artifacts_by_producer, artifacts_of, benchmark_keys,
+                          device_deps, hailo_args, qat_args, quantize_args, report_path, stages, tflite_args,
+                          upstream_args)
+from workflow.detection import plan as det_plan
 from workflow.errors import UserError
 from workflow.config import load_params
 
@@ -24,6 +27,7 @@ PRUNED_MODELS = [m for m in MODELS if "prune" in P["models"][m]]
 TRAINED_MODELS = [m for m in MODELS if m not in PRUNED_MODELS]
 DEVICES = P["benchmark"]["devices"]
 PIPELINE = P["benchmark"]["pipeline"]
+DET = P.get("detection")
 for _device in DEVICES:
     workflow.global_resources.setdefault(f"device_{_device}", 1)
 
@@ -41,12 +45,15 @@ include: "rules/export.smk"
 include: "rules/quantize.smk"
 include: "rules/prune.smk"
 include: "rules/qat.smk"
+include: "rules/tflite.smk"
+include: "rules/hailo.smk"
 include: "rules/evaluate.smk"
 include: "rules/benchmark.smk"
 include: "rules/aggregate.smk"
 include: "rules/pipeline.smk"
 include: "rules/papers.smk"
 include: "rules/report.smk"
+include: "rules/detection.smk"
 
 
 rule all:
@@ -55,3 +62,5 @@ rule all:
         "results/summary.csv",
         expand("results/papers/{paper}/table.md", paper=PAPERS),
         plot_files(P),
+        # the detection track joins the default target only when enabled (rules/detection.smk)
+        *(["results/detection/summary.csv"] if P.get("detection", {}).get("enabled") else []),

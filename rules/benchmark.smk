@@ -10,7 +10,7 @@ rule benchmark:
         inventory=lambda wc: device_deps(P, wc.device),
         code=["workflow/benchmark.py", "workflow/device_runner.py", "workflow/remote.py"],
     params:
-        benchmark=lambda wc: {k: P["benchmark"][k] for k in BENCHMARK_KEYS},
+        benchmark=lambda wc: {k: P["benchmark"][k] for k in benchmark_keys(wc.artifact)},
     threads: max(P["benchmark"]["threads"])
     resources:
         # One benchmark at a time per device (limits set in the Snakefile), so runs never

@@ -101,16 +101,17 @@ def test_dag_parity_with_a_remote_device(tmp_path):
     import sys
 
     from test_dag_parity import check_parity, workdir_with
+    from workflow.dag import artifacts_of
 
-    (tmp_path / "config").mkdir()
-    write(tmp_path / "config", {"rpi": GOOD})
-    params = tiny_params(benchmark={"devices": ["local", "rpi"]})
+    write(tmp_path, {"rpi": GOOD})  # tmp_path/devices.yaml; config/ is the repository's
+    params = tiny_params(benchmark={"devices": ["local", "rpi"], "inventory": "devices.yaml"})
     workdir = workdir_with(tmp_path, params)
     check_parity(workdir, params)
     out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1"],
                          cwd=workdir, capture_output=True, text=True, check=True).stdout
     jobs = re.findall(r"^(?:local)?rule (benchmark|pipeline_bench):\n(.*?)\n\n", out, re.M | re.S)
-    assert len(jobs) == 2 * 2 + 2  # 2 models x 2 devices, 1 pipeline table per device
+    artifacts = sum(len(artifacts_of(params, model)) for model in params["models"])
+    assert len(jobs) == artifacts * 2 + 2  # every artifact on both devices, 1 pipeline table per device
     for _, block in jobs:
         device = re.search(r"wildcards: .*device=([\w-]+)", block).group(1)
         other = "local" if device == "rpi" else "rpi"

@@ -13,8 +13,9 @@ from conftest import CIFAR_NPZ, REPO
 
 pytestmark = pytest.mark.slow
 
-TINY = ["data.source=npz", f"data.path={CIFAR_NPZ}", "data.train_subset=2048", "data.test_subset=500",
-        "data.calib_subset=32", "train.epochs=2", "train.batch_size=32", "train.num_threads=1", "train.schedule.cosine_epochs=2",
+TINY = ["targets=[onnx]", "data.source=npz", f"data.path={CIFAR_NPZ}", "data.train_subset=2048",
+        "data.test_subset=500", "data.calib_subset=32", "train.epochs=2", "train.batch_size=32", "train.num_threads=1",
+        "train.schedule.cosine_epochs=2",
         "train.schedule.milestones=[]", "export.parity_samples=16", "benchmark.warmup_runs=2",
         "benchmark.min_runs=10", "benchmark.min_duration_s=0", "benchmark.threads=[1, 2]", "benchmark.samples=4",
         "benchmark.stream_workers=[2]", "benchmark.pipeline.resolutions=[[640, 360], [1280, 720]]",

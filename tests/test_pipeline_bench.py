@@ -92,11 +92,12 @@ def test_pipeline_on_a_remote_device(tmp_path, onnx_models):
 def test_aggregate_shows_failed_benchmarks_as_rows(tmp_path):
     """summary.csv keeps a row for a device that failed, with status failed and the reason."""
     params = tiny_params(benchmark={"devices": ["local"]})
-    params["models"] = {"mobilenetv2-rgb": params["models"]["mobilenetv2-rgb"]}
+    params["models"] = {"mobilenetv2-rgb": {**params["models"]["mobilenetv2-rgb"], "artifacts": ["onnx-fp32"]}}
     params["benchmark"]["pipeline"]["enabled"] = False
     results = tmp_path / "results"
     for path, obj in {
         "models/mobilenetv2-rgb/train_metrics.json": {"top1": 0.4},
+        "artifacts/mobilenetv2-rgb/onnx-fp32.json": {"format": "onnx", "precision": "fp32"},
         "eval/mobilenetv2-rgb/onnx-fp32.json": {"runtime": "onnxruntime", "top1": 0.41, "test_images": 256},
         "bench/local/mobilenetv2-rgb/onnx-fp32.json": {
             "status": "failed", "reason": "connection to pi@10.0.0.2:22 failed: timed out",

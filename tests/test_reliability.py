@@ -27,6 +27,8 @@ def wrong_type(schema, value):
     if "enum" in schema:
         return "not-an-option"
     kind = schema.get("type")
+    if isinstance(kind, list):  # e.g. [string, "null"]: a type outside the list
+        kind = next(k for k in kind if k != "null")
     if kind == "boolean":
         return "maybe"
     if kind in ("integer", "number"):

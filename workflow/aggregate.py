@@ -11,45 +11,62 @@ from pathlib import Path
 import pandas as pd
 
 from workflow.config import load_params
-from workflow.dag import artifacts_of
+from workflow.dag import FILE_SUFFIX, artifacts_of
+from workflow.device_runner import RUNTIME_BY_SUFFIX
 from workflow.errors import UserError, cli
 from workflow.io import atomic_path, read_json, write_text
 
 COLUMNS = [
     "model", "arch", "width_mult", "input_format", "teacher", "kd_type", "kd_alpha", "prune_ratio", "prune_iteration",
-    "epochs", "artifact", "format", "precision", "quant_method", "calibration", "runtime", "device", "status",
-    "reason", "top1", "top1_pytorch", "test_images", "params", "macs", "size_bytes", "threads",
+    "epochs", "artifact", "format", "precision", "quant_method", "calibration", "runtime", "delegate", "device",
+    "status", "reason", "top1", "top1_pytorch", "test_images", "params", "macs", "size_bytes", "threads",
     "latency_first_ms", "latency_mean_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
     "throughput_fps", "throughput_fps_best", "throughput_best_threads", "peak_rss_mb",
     "providers", "cpu_model", "git_commit",
 ]
 
 
-def bench_columns(bench):
+def bench_columns(stats, run):
     """Latency at the first thread count of the device's sweep; best throughput over the sweep."""
-    sweep_threads = bench["settings"]["threads"]
-    first = bench["threads"][str(sweep_threads[0])]
-    best_t = max(bench["threads"], key=lambda t: bench["threads"][t]["throughput_fps"])
+    sweep_threads = run["settings"]["threads"]
+    first = run["threads"][str(sweep_threads[0])]
+    best_t = max(run["threads"], key=lambda t: run["threads"][t]["throughput_fps"])
     lat = first["latency_ms"]
     return {
-        "params": bench["model_stats"]["params"], "macs": bench["model_stats"]["macs"],
-        "size_bytes": bench["model_stats"]["size_bytes"], "threads": sweep_threads[0],
-        "latency_first_ms": bench["first_run_ms"], "latency_mean_ms": lat["mean"],
+        "params": stats["params"], "macs": stats["macs"],
+        "size_bytes": stats["size_bytes"], "threads": sweep_threads[0],
+        "latency_first_ms": run["first_run_ms"], "latency_mean_ms": lat["mean"],
         "latency_p50_ms": lat["p50"], "latency_p90_ms": lat["p90"], "latency_p99_ms": lat["p99"],
         "throughput_fps": first["throughput_fps"],
-        "throughput_fps_best": bench["threads"][best_t]["throughput_fps"],
-        "throughput_best_threads": int(best_t), "peak_rss_mb": bench["memory"]["peak_rss_mb"],
-        "providers": "+".join(bench["runtime"]["providers_active"]), "cpu_model": bench["host"]["cpu_model"],
+        "throughput_fps_best": run["threads"][best_t]["throughput_fps"],
+        "throughput_best_threads": int(best_t), "peak_rss_mb": run["memory"]["peak_rss_mb"],
+        "providers": "+".join(run["runtime"]["providers_active"]), "cpu_model": run["host"]["cpu_model"],
     }
 
 
 def artifact_columns(params, artifact, report):
-    """What the artifact is: format, precision and how it was quantized."""
+    """What the artifact is: format, precision, how it was quantized and the runtime that runs it."""
     entry = params["artifacts"][artifact]
+    quantize = entry.get("quantize", {})
     return {"format": report.get("format", artifact.split("-")[0]),
             "precision": report.get("precision", artifact.split("-", 1)[1]),
-            "quant_method": "qat" if "qat" in entry else entry.get("quantize", {}).get("method"),
-            "calibration": report.get("calibration")}
+            "quant_method": "qat" if "qat" in entry else report.get("quant_method", quantize.get("method")),
+            "calibration": report.get("calibration"),
+            "runtime": RUNTIME_BY_SUFFIX[FILE_SUFFIX[artifact.split("-")[0]]]}
+
+
+def delegates(params, artifact, bench):
+    """(delegate, benchmark run) pairs: one per LiteRT XNNPACK setting for .tflite, else the one run.
+
+    ``delegate`` is the LiteRT delegate (xnnpack / none) or ONNX Runtime's execution providers.
+    """
+    if "runs" in bench:
+        return [(run["delegate"], run) for run in bench["runs"]]
+    if artifact.startswith("tflite-"):  # not benchmarked (failed): still one row per configured setting
+        return [("xnnpack" if on else "none", bench) for on in params["benchmark"]["litert_xnnpack"]]
+    if bench.get("status") == "ok":
+        return [("+".join(bench["runtime"]["providers_active"]), bench)]
+    return [(None, bench)]
 
 
 def optimization_columns(train):
@@ -67,21 +84,24 @@ def rows(params, results):
             evaluation = read_json(results / "eval" / model / f"{artifact}.json")
             for device in params["benchmark"]["devices"]:
                 bench = read_json(results / "bench" / device / model / f"{artifact}.json")
-                row = {"model": model, "arch": spec["arch"], "width_mult": spec["width_mult"],
-                       "input_format": spec["input_format"], **optimization_columns(train), "artifact": artifact,
-                       **artifact_columns(params, artifact, report), "device": device,
-                       "top1_pytorch": train["top1"], "git_commit": bench["provenance"]["git_commit"]}
-                failed = next((r for r in (report, evaluation, bench) if r.get("status") == "failed"), None)
-                if failed:  # a failed format is a row with the reason, never a missing row
-                    yield {**row, "status": "failed", "reason": failed["reason"]}
-                    continue
-                yield {**row, "runtime": evaluation["runtime"], "status": "ok", "top1": evaluation["top1"],
-                       "test_images": evaluation["test_images"],
-                       **bench_columns(bench)}
+                for delegate, run in delegates(params, artifact, bench):
+                    row = {"model": model, "arch": spec["arch"], "width_mult": spec["width_mult"],
+                           "input_format": spec["input_format"], **optimization_columns(train), "artifact": artifact,
+                           **artifact_columns(params, artifact, report), "delegate": delegate, "device": device,
+                           "top1_pytorch": train["top1"], "git_commit": bench["provenance"]["git_commit"]}
+                    failed = next((r for r in (report, evaluation) if r.get("status") == "failed"), None)
+                    if failed:  # a failed format is a row with the reason, never a missing row
+                        yield {**row, "status": "failed", "reason": failed["reason"]}
+                        continue
+                    row.update(top1=evaluation["top1"], test_images=evaluation["test_images"])
+                    if bench.get("status") == "failed":  # the device gave no numbers; the accuracy stands
+                        yield {**row, "status": "failed", "reason": bench["reason"]}
+                        continue
+                    yield {**row, "status": "ok", **bench_columns(bench["model_stats"], run)}
 
 
 def to_markdown(table):
-    view = table[["model", "input_format", "artifact", "runtime", "device", "status", "top1", "params", "macs",
+    view = table[["model", "input_format", "artifact", "runtime", "delegate", "device", "status", "top1", "params", "macs",
                   "size_bytes", "latency_first_ms", "latency_p50_ms", "latency_p99_ms", "throughput_fps",
                   "throughput_fps_best", "peak_rss_mb"]].copy()
     def fmt(column, scale, template):

@@ -12,6 +12,11 @@ device over SSH (workflow/remote.py). This stage prepares its inputs (the first
 checksums, deploy facts and provenance to the runner's result. A device that gives no
 result after its retries is recorded with status ``failed`` and the reason (exit 0), so
 other devices and artifacts go on.
+
+The runtime follows the file: .onnx -> onnxruntime, .tflite -> litert (run once per
+``benchmark.litert_xnnpack`` setting, ``--xnnpack on|off``; the result then holds one
+entry per delegate under ``runs``), .hef -> hailort. Parameters and MACs of a converted
+file are those of the ONNX model it was converted from (its report records them).
 """
 import argparse
 import json
@@ -34,6 +39,8 @@ from workflow.provenance import provenance
 from workflow.remote import DeviceFailure, run_remote
 
 RUNNER = Path(__file__).with_name("device_runner.py")
+# Python module each runtime needs on the device (checked on `local` before running)
+RUNTIME_MODULE = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert", "hailort": "hailo_platform"}
 
 
 def run_on_device(device, runner_args, files, workdir, inventory=DEFAULT_INVENTORY):
@@ -70,15 +77,15 @@ def failed_result(device, failure):
     return {"status": "failed", "reason": failure.reason, "device_name": device, "attempts": failure.attempts}
 
 
-def runner_options(settings, profile, runtime):
-    """Runner flags from params.yaml benchmark.* and the device's inventory profile."""
+def runner_options(settings, profile, runtime, xnnpack=None):
+    """Runner flags from params.yaml benchmark.*, the device's inventory profile and the LiteRT delegate."""
     threads = (profile or {}).get("threads") or settings["threads"]
     args = ["--runtime", runtime, "--warmup", str(settings["warmup_runs"]), "--min-runs", str(settings["min_runs"]),
             "--min-duration", str(settings["min_duration_s"]), "--threads", ",".join(map(str, threads))]
     if settings["stream_workers"]:
         args += ["--stream-workers", ",".join(map(str, settings["stream_workers"]))]
-    if runtime == "litert":
-        args += ["--xnnpack", "on" if settings["xnnpack"] else "off"]
+    if xnnpack is not None:
+        args += ["--xnnpack", "on" if xnnpack else "off"]
     if settings["perf_counters"]:
         args.append("--perf")
     rt = settings["rt"]
@@ -93,9 +100,27 @@ def runner_options(settings, profile, runtime):
 
 
 def model_stats(artifact):
+    """Parameters and MACs counted from the ONNX graph; for a converted format, of the ONNX model it was
+    converted from (recorded in its report), with this file's own size."""
     if artifact.suffix == ".onnx":
         return onnx_stats(artifact)
-    return {"params": None, "macs": None, "size_bytes": artifact.stat().st_size}
+    report = read_json(artifact.with_suffix(".json"))
+    return {"params": report.get("params"), "macs": report.get("macs"), "size_bytes": artifact.stat().st_size}
+
+
+def delegate_settings(params, runtime):
+    """One runner run per setting: LiteRT with and without XNNPACK (benchmark.litert_xnnpack), else one."""
+    if runtime == "litert":
+        return [("xnnpack" if on else "none", on) for on in params["benchmark"]["litert_xnnpack"]]
+    return [(None, None)]
+
+
+def not_run_reason(device, runtime):
+    import importlib.util
+
+    if device == "local" and importlib.util.find_spec(RUNTIME_MODULE[runtime]) is None:
+        return f"not run: {runtime} ({RUNTIME_MODULE[runtime]}) is not installed on {device}"
+    return None
 
 
 def benchmark(params, device, model_name, artifact, packed, manifest_path):
@@ -122,32 +147,34 @@ def benchmark(params, device, model_name, artifact, packed, manifest_path):
     images, _ = load_packed(packed, manifest, split)
     inputs = to_model_inputs(images[:settings["samples"]], input_format, manifest["height"], manifest["width"])
 
-    deploy = None
+    base = {"model_name": model_name, "device": device, "artifact": str(artifact),
+            "artifact_sha256": sha256_file(artifact), "input_format": input_format}
+    reason = not_run_reason(device, runtime)
+    if reason:  # e.g. a .hef with no Hailo runtime here: a row that says so, not a stopped DAG
+        return {**base, "status": "failed", "reason": reason, "provenance": provenance(params_hash(settings))}
+    runs, deploy = [], None
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         samples = Path(workdir) / "samples.npz"
         np.savez(samples, **inputs)
-        runner_args = [*runner_options(settings, profile, runtime), "--device-name", device]
         try:
             if profile is not None and runtime not in profile["runtimes"]:
                 raise DeviceFailure(f"runtime {runtime} is not installed on {device} (inventory runtimes: "
                                     f"{', '.join(profile['runtimes'])})", retry=False)
-            result, deploy = run_on_device(device, runner_args, {"--model": artifact, "--inputs": samples},
-                                           workdir, settings["inventory"])
+            for delegate, xnnpack in delegate_settings(params, runtime):
+                runner_args = [*runner_options(settings, profile, runtime, xnnpack), "--device-name", device]
+                result, deploy = run_on_device(device, runner_args, {"--model": artifact, "--inputs": samples},
+                                               workdir, settings["inventory"])
+                runs.append((delegate, result))
         except DeviceFailure as failure:
-            result = failed_result(device, failure)
+            return {**base, **failed_result(device, failure), "model_stats": model_stats(artifact),
+                    "provenance": provenance(params_hash(settings))}
 
-    return {
-        "model_name": model_name,
-        "device": device,
-        "status": "ok",
-        "artifact": str(artifact),
-        "artifact_sha256": sha256_file(artifact),
-        "input_format": input_format,
-        "model_stats": model_stats(artifact),
-        **result,
-        "deploy": deploy,
-        "provenance": provenance(params_hash(settings)),
-    }
+    result = {**base, "status": "ok", "model_stats": model_stats(artifact), "deploy": deploy}
+    if runs[0][0] is None:
+        result.update(runs[0][1])  # one run: the runner's result at the top level
+    else:  # one result per delegate setting; aggregate makes a row of each
+        result["runs"] = [{"delegate": delegate, **run} for delegate, run in runs]
+    return {**result, "provenance": provenance(params_hash(settings))}
 
 
 def parse_args(argv=None):
@@ -155,7 +182,7 @@ def parse_args(argv=None):
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--device", required=True, help="one of params.yaml benchmark.devices")
     p.add_argument("--model-name", required=True, help="a key of params.yaml models")
-    p.add_argument("--artifact", required=True, help="the exported model (.onnx)")
+    p.add_argument("--artifact", required=True, help="the exported model (.onnx, .tflite, .hef)")
     p.add_argument("--packed", required=True, help="packed test split, e.g. data/packed/rgb/test.npy")
     p.add_argument("--manifest", required=True, help="its manifest.json")
     p.add_argument("--out", required=True, help="result JSON, e.g. results/bench/<device>/<model>/<stem>.json")
@@ -181,9 +208,11 @@ def main(argv=None):
     if result["status"] != "ok":
         print(f"{args.model_name} on {args.device}: failed: {result['reason']} -> {args.out}")
         return
-    first = result["threads"][str(result["settings"]["threads"][0])]
-    print(f"{args.model_name} on {args.device}: p50 {first['latency_ms']['p50']:.3f} ms at {first['threads']} "
-          f"thread(s), peak RSS {result['memory']['peak_rss_mb']:.0f} MB -> {args.out}")
+    for run in result.get("runs", [result]):
+        first = run["threads"][str(run["settings"]["threads"][0])]
+        delegate = f" ({run['delegate']})" if "delegate" in run else ""
+        print(f"{args.model_name} on {args.device}{delegate}: p50 {first['latency_ms']['p50']:.3f} ms at "
+              f"{first['threads']} thread(s), peak RSS {run['memory']['peak_rss_mb']:.0f} MB -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -50,8 +50,6 @@ def _describe(error):
         allowed = f"a name matching {expected}"
     elif validator == "propertyNames":
         allowed = f"names matching {expected.get('pattern', expected)}"
-    elif validator in ("minProperties", "maxProperties") and key.startswith("artifacts."):
-        allowed = "exactly one producer key (quantize, qat, ...)"
     else:
         allowed = error.message
     return f"key '{key}': got {value}, expected {allowed}"
@@ -80,8 +78,22 @@ def _check_semantics(params, source):
                                 f"{', '.join(params['artifacts'])}")
     check_links(params, source)  # distill teachers, pruning sources
     for name, spec in params["artifacts"].items():
+        if name != "onnx-fp32" and len(spec) != 1:
+            raise UserError(f"{source}: key 'artifacts.{name}': got {len(spec)} producer keys "
+                            f"({', '.join(spec) or 'none'}), expected exactly one (e.g. quantize, qat, tflite)")
         if "quantize" in spec:
             _check_quantize(spec["quantize"], f"artifacts.{name}.quantize", params, source)
+        for producer, prefix in PRODUCER_FORMAT.items():
+            if producer in spec and not name.startswith(f"{prefix}-"):
+                raise UserError(f"{source}: key 'artifacts.{name}': the {producer} stage makes {prefix} files, so "
+                                f"the name must start with '{prefix}-'")
+        if "tflite" in spec:
+            _check_tflite(spec["tflite"], f"artifacts.{name}.tflite", params, source)
+        if "hailo" in spec and "hef" in params.get("targets", DEFAULT_TARGETS):
+            _check_calib_size(spec["hailo"].get("calib_size", HAILO_CALIB_SIZE), f"artifacts.{name}.hailo.calib_size",
+                              params, source)
+    if "detection" in params:
+        _check_detection(params["detection"], source)
     _check_devices(params, source)
     pipeline = params["benchmark"]["pipeline"]
     for key, fmt in (("rgb_model", "rgb"), ("yuv_model", "yuv420")):
@@ -122,6 +134,44 @@ def _check_quantize(q, key, params, source):
     if q.get("activation_type") == "qint8" and q.get("weight_type") == "quint8":
         raise UserError(f"{source}: key '{key}.weight_type': quint8 weights with qint8 activations are not "
                         "supported by ONNX Runtime (use qint8)")
+
+
+def _check_detection(det, source):
+    """A pruning source must be another detection model (a KD teacher may also be a checkpoint path)."""
+    for name, spec in det["models"].items():
+        prune_source = spec.get("prune", {}).get("source")
+        if prune_source is not None and (prune_source not in det["models"] or prune_source == name):
+            raise UserError(f"{source}: key 'detection.models.{name}.prune.source': got {prune_source!r}, "
+                            f"expected another entry of detection.models")
+        if spec.get("teacher") == name:
+            raise UserError(f"{source}: key 'detection.models.{name}.teacher': a model cannot teach itself")
+
+
+# The file format each producer makes (an artifact's name starts with it).
+PRODUCER_FORMAT = {"quantize": "onnx", "qat": "onnx", "tflite": "tflite", "hailo": "hef"}
+# Formats built when params.yaml has no `targets` (hef needs the proprietary Hailo SDK).
+DEFAULT_TARGETS = ("onnx", "tflite")
+HAILO_CALIB_SIZE = 1024  # Hailo's recommended calibration set size
+
+
+def _check_calib_size(size, key, params, source):
+    calib_subset = params["data"]["calib_subset"]
+    if size > calib_subset:
+        raise UserError(f"{source}: key '{key}': got {size}, expected at most data.calib_subset ({calib_subset}), "
+                        "the calibration images that are packed (raise data.calib_subset)")
+
+
+def _check_tflite(t, key, params, source):
+    if t["precision"] != "int8":
+        given = [k for k in ("io_type", "calib_size") if k in t]
+        if given:
+            raise UserError(f"{source}: key '{key}.{given[0]}': only for precision int8 (full-integer "
+                            "quantization with a representative dataset)")
+    if t.get("converter") == "litert_torch" and t["precision"] != "fp32":
+        raise UserError(f"{source}: key '{key}.converter': litert_torch makes precision fp32 here "
+                        f"(got {t['precision']}; use onnx2tf)")
+    if t["precision"] == "int8" and "tflite" in params.get("targets", DEFAULT_TARGETS):
+        _check_calib_size(t.get("calib_size", params["data"]["calib_subset"]), f"{key}.calib_size", params, source)
 
 
 def load_params(path="params.yaml"):

@@ -24,8 +24,14 @@ PACKED = "data/packed"
 FORMATS = ("rgb", "yuv420")
 # An artifact's name starts with its file format: onnx-fp32, onnx-int8-static, tflite-fp16 ...
 FILE_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "hef": ".hef"}
-BENCHMARK_KEYS = ("warmup_runs", "min_runs", "min_duration_s", "threads", "samples", "stream_workers", "xnnpack",
+BENCHMARK_KEYS = ("warmup_runs", "min_runs", "min_duration_s", "threads", "samples", "stream_workers",
                   "perf_counters", "rt")
+# benchmark params that only some formats read
+FORMAT_BENCHMARK_KEYS = {"tflite": ("litert_xnnpack",)}
+
+
+def benchmark_keys(artifact):
+    return BENCHMARK_KEYS + FORMAT_BENCHMARK_KEYS.get(artifact.split("-")[0], ())
 
 
 @dataclass
@@ -53,13 +59,21 @@ def producer(params, artifact):
     return next(iter(params["artifacts"][artifact]), "export")
 
 
+def targets(params):
+    """The file formats this run produces (params.yaml `targets`)."""
+    from workflow.config import DEFAULT_TARGETS
+
+    return params.get("targets", list(DEFAULT_TARGETS))
+
+
 def artifacts_of(params, model):
-    """The artifacts a model is exported to: its own `artifacts` list, else all of them."""
-    return params["models"][model].get("artifacts", list(params["artifacts"]))
+    """The artifacts a model is exported to: its own `artifacts` list, else all of them, of the `targets` formats."""
+    names = params["models"][model].get("artifacts", list(params["artifacts"]))
+    return [a for a in names if a.split("-")[0] in targets(params)]
 
 
 def artifacts_by_producer(params, name):
-    return [a for a in params["artifacts"] if producer(params, a) == name]
+    return [a for a in params["artifacts"] if producer(params, a) == name and a.split("-")[0] in targets(params)]
 
 
 def quantize_args(params, artifact):
@@ -114,10 +128,6 @@ def qat_stage(params, model, artifact):
                                                      f"artifacts.{artifact}"])
 
 
-# Stages that derive an artifact from a trained model, by the producer key of its params entry.
-PRODUCERS = {"quantize": quantize_stage, "qat": qat_stage}
-
-
 def checkpoint_of(model):
     return f"results/models/{model}/model.pt"
 
@@ -160,6 +170,83 @@ def device_deps(params, device):
     return [] if device == "local" else [params["benchmark"]["inventory"]]
 
 
+def tflite_args(params, artifact, model):
+    """Command-line options of workflow.tflite for one `artifacts` entry (Snakefile and dvc.yaml share it).
+
+    Full-integer int8 calibrates on all packed calibration images unless calib_size says fewer."""
+    t = params["artifacts"][artifact]["tflite"]
+    args = ["--precision", t["precision"]]
+    if t["precision"] == "int8" and "calib_size" not in t:
+        args += ["--calib-size", str(params["data"]["calib_subset"])]
+    for key in ("converter", "io_type", "calib_size"):
+        if key in t:
+            args += [f"--{key.replace('_', '-')}", str(t[key])]
+    if t.get("converter") == "litert_torch":
+        args += ["--checkpoint", f"results/models/{model}/model.pt"]
+    return " ".join(args)
+
+
+def tflite_stage(params, model, artifact):
+    fmt = params["models"][model]["input_format"]
+    spec = params["artifacts"][artifact]
+    source, out = artifact_path(model, "onnx-fp32"), artifact_path(model, artifact)
+    checkpoint = [f"results/models/{model}/model.pt"] if spec["tflite"].get("converter") == "litert_torch" else []
+    return Stage(
+        f"tflite-{model}-{artifact}",
+        f"python -m workflow.tflite --params {PARAMS} --model {source} {tflite_args(params, artifact, model)} "
+        f"--calib {packed(fmt, 'calib.npy')} --manifest {packed(fmt, 'manifest.json')} --out {out}",
+        [source, *checkpoint, packed(fmt, "calib.npy"), packed(fmt, "manifest.json"), "workflow/tflite.py",
+         "workflow/litert.py"],
+        [out, report_path(model, artifact)], params=[f"artifacts.{artifact}"])
+
+
+def hailo_path(model, artifact, step, suffix):
+    """Intermediate files of the Hailo flow: results/hailo/<model>/<artifact>-{parsed,quantized}.{har,json,alls}."""
+    return f"results/hailo/{model}/{artifact}-{step}.{suffix}"
+
+
+def hailo_args(spec, step):
+    """Command-line options of one step of workflow.hailo for one `artifacts` entry."""
+    h = spec["hailo"]
+    keys = {"translate": ("hw_arch",),
+            "optimize": ("calib_size", "optimization_level", "compression_level", "camera_format"),
+            "compile": ()}[step]
+    return " ".join(f"--{k.replace('_', '-')} {h[k]}" for k in keys if k in h)
+
+
+def hailo_stages(params, model, artifact):
+    """The Dataflow Compiler flow: translate ONNX -> .har, optimize (calibrate) -> quantized .har, compile -> .hef."""
+    fmt = params["models"][model]["input_format"]
+    spec = params["artifacts"][artifact]
+    source = artifact_path(model, "onnx-fp32")
+    parsed, quantized = hailo_path(model, artifact, "parsed", "har"), hailo_path(model, artifact, "quantized", "har")
+    out = artifact_path(model, artifact)
+    options = {step: (" " + hailo_args(spec, step)) if hailo_args(spec, step) else ""
+               for step in ("translate", "optimize", "compile")}
+    return [
+        Stage(f"hailo-translate-{model}-{artifact}",
+              f"python -m workflow.hailo translate --params {PARAMS} --model {source}{options['translate']} "
+              f"--out {parsed}",
+              [source, "workflow/hailo.py"], [parsed, hailo_path(model, artifact, "parsed", "json")],
+              params=[f"artifacts.{artifact}.hailo.hw_arch"]),
+        Stage(f"hailo-optimize-{model}-{artifact}",
+              f"python -m workflow.hailo optimize --params {PARAMS} --har {parsed}{options['optimize']} "
+              f"--calib {packed(fmt, 'calib.npy')} --manifest {packed(fmt, 'manifest.json')} --out {quantized}",
+              [parsed, packed(fmt, "calib.npy"), packed(fmt, "manifest.json"), "workflow/hailo.py"],
+              [quantized, hailo_path(model, artifact, "quantized", "json"),
+               hailo_path(model, artifact, "quantized", "alls")],
+              params=[f"artifacts.{artifact}"]),
+        Stage(f"hailo-compile-{model}-{artifact}",
+              f"python -m workflow.hailo compile --params {PARAMS} --har {quantized}{options['compile']} --out {out}",
+              [quantized, "workflow/hailo.py"], [out, report_path(model, artifact)]),
+    ]
+
+
+# Stages that derive an artifact from a trained model, by the producer key of its params entry
+# (one Stage, or the list of a multi-step flow).
+PRODUCERS = {"quantize": quantize_stage, "qat": qat_stage, "tflite": tflite_stage, "hailo": hailo_stages}
+
+
 def packed(fmt, name):
     return f"{PACKED}/{fmt}/{name}"
 
@@ -188,7 +275,8 @@ def stages(params):
             [onnx_path, onnx_path.rsplit(".", 1)[0] + ".json"], params=["export"]))
         for artifact in artifacts_of(params, model):
             if artifact != "onnx-fp32":
-                out.append(PRODUCERS[producer(params, artifact)](params, model, artifact))
+                made = PRODUCERS[producer(params, artifact)](params, model, artifact)
+                out += made if isinstance(made, list) else [made]
             path, report = artifact_path(model, artifact), report_path(model, artifact)
             eval_out = f"results/eval/{model}/{artifact}.json"
             out.append(Stage(
@@ -207,7 +295,7 @@ def stages(params):
                     f"--manifest {packed(fmt, 'manifest.json')} --out {bench_out}",
                     [path, report, packed(fmt, "test.npy"), packed(fmt, "manifest.json"), "workflow/benchmark.py",
                      "workflow/device_runner.py", "workflow/remote.py", *device_deps(params, device)],
-                    [], params=[f"benchmark.{k}" for k in BENCHMARK_KEYS], metrics=[bench_out]))
+                    [], params=[f"benchmark.{k}" for k in benchmark_keys(artifact)], metrics=[bench_out]))
                 summary_deps.append(bench_out)
     pipeline = pipeline_stages(params)
     out += pipeline
@@ -217,6 +305,8 @@ def stages(params):
         f"python -m workflow.aggregate --params {PARAMS} --results results --out results/summary.csv",
         summary_deps + ["workflow/aggregate.py"],
         ["results/summary.csv", "results/summary.md"]))
+    if params.get("detection", {}).get("enabled"):
+        out += detection_stages(params["detection"])
     out += paper_and_plot_stages(params, out)  # keep last: they read the outputs of every stage above
     return out
 
@@ -284,6 +374,49 @@ def pipeline_stages(params):
              "workflow/remote.py", *device_deps(params, device)],
             [f"{folder}/table.csv", f"{folder}/fig20.csv"], params=["benchmark.pipeline"],
             metrics=[f"{folder}/pipeline.json"]))
+    return out
+
+
+def detection_stages(det):
+    """The detection track (rules/detection.smk): pack, train, export, evaluate, aggregate."""
+    from workflow.detection import plan
+
+    data = plan.DATA
+    out = [Stage("det-pack", f"python -m workflow.detection.pack --params {PARAMS} --out {data}",
+                 ["workflow/detection/pack.py"], list(plan.PACK_OUTPUTS), params=["seed", "detection.data"])]
+    for model, spec in det["models"].items():
+        mdir = plan.model_dir(model)
+        deps = [f"{data}/manifest.json", f"{data}/data.yaml", "workflow/detection/train.py",
+                "workflow/detection/kd.py", "workflow/detection/modelcfg.py"]
+        if Path("config/detection/models", spec["yaml"]).is_file():
+            deps.append(f"config/detection/models/{spec['yaml']}")
+        for parent in (plan.teacher_model(det, model), plan.prune_source(det, model)):
+            if parent:
+                deps.append(f"{plan.model_dir(parent)}/model.pt")
+        out.append(Stage(f"det-train-{model}", plan.train_command(det, model), deps,
+                         [f"{mdir}/model.pt", f"{mdir}/model.yaml"],
+                         params=["seed", "detection.train", f"detection.models.{model}"],
+                         metrics=[f"{mdir}/train_metrics.json"], plots=[f"{mdir}/history.csv"]))
+        for artifact in plan.model_artifacts(det, model):
+            deps = [f"{mdir}/model.pt", f"{data}/manifest.json", "workflow/detection/export.py",
+                    "workflow/detection/runner.py"]
+            if artifact.startswith("onnx-int8"):
+                deps += [plan.artifact_path(model, "onnx-fp32"), "workflow/quantize.py"]
+            if artifact.endswith("int8"):
+                deps.append(f"{data}/calib.yaml")
+            out.append(Stage(f"det-export-{model}-{artifact}", plan.export_command(model, artifact), deps,
+                             [plan.artifact_path(model, artifact), plan.report_path(model, artifact)],
+                             params=["detection.export", f"detection.models.{model}"]))
+        for artifact in ("pytorch", *plan.model_artifacts(det, model)):
+            deps = [f"{data}/manifest.json", f"{data}/val_coco.json", "workflow/detection/evaluate.py",
+                    "workflow/detection/runner.py"]
+            deps += ([f"{mdir}/model.pt"] if artifact == "pytorch"
+                     else [plan.artifact_path(model, artifact), plan.report_path(model, artifact)])
+            out.append(Stage(f"det-evaluate-{model}-{artifact}", plan.evaluate_command(model, artifact), deps, [],
+                             params=["detection.evaluate"], metrics=[plan.eval_path(model, artifact)]))
+    out.append(Stage("det-aggregate", plan.AGGREGATE_COMMAND,
+                     plan.summary_inputs(det) + ["workflow/detection/aggregate.py"],
+                     [f"{plan.RESULTS}/summary.csv", f"{plan.RESULTS}/summary.md", f"{plan.RESULTS}/paper_tables.md"]))
     return out
 
 

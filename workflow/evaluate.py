@@ -47,7 +47,26 @@ class OnnxRuntimeModel:
         return self.session.run(None, inputs)[0]
 
 
-RUNTIMES = {".onnx": OnnxRuntimeModel}
+def litert_model(path, num_threads):
+    from workflow.litert import LiteRTModel
+
+    if not Path(path).is_file():
+        raise UserError(f"{path}: model not found (run the tflite stage)")
+    return LiteRTModel(path, num_threads)  # XNNPACK on, TFLite's default
+
+
+RUNTIMES = {".onnx": OnnxRuntimeModel, ".tflite": litert_model}
+
+
+def not_run_reason(artifact):
+    """Why an artifact cannot be evaluated on this machine, else None (HEF files need a Hailo device)."""
+    if Path(artifact).suffix != ".hef":
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("hailo_platform") is None:
+        return "not run: HailoRT (hailo_platform) is not installed"
+    return "not run: evaluating a .hef on a Hailo device is not implemented yet"
 
 
 def load_runtime_model(path, num_threads):
@@ -59,8 +78,8 @@ def load_runtime_model(path, num_threads):
 
 def evaluate(params, artifact, packed, manifest_path, out):
     cfg = params["evaluate"]
-    reason = failure_reason(artifact)
-    if reason:  # the conversion failed: carry its reason into this result instead of stopping the DAG
+    reason = failure_reason(artifact) or not_run_reason(artifact)
+    if reason:  # the conversion failed (or cannot run here): carry the reason into this result
         result = {"artifact": str(artifact), "status": "failed", "reason": reason,
                   "provenance": provenance(params_hash(cfg))}
         write_json(out, result)
@@ -69,7 +88,8 @@ def evaluate(params, artifact, packed, manifest_path, out):
     images, labels = load_packed(packed, manifest, "test")
     model = load_runtime_model(artifact, cfg["num_threads"])
     inputs = to_model_inputs(images, manifest["color_format"], manifest["height"], manifest["width"])
-    if sorted(inputs) != sorted(model.input_names):
+    # ONNX inputs match by name; a LiteRT model maps the data onto its inputs by name or shape itself
+    if isinstance(model, OnnxRuntimeModel) and sorted(inputs) != sorted(model.input_names):
         raise UserError(f"{artifact}: model inputs {model.input_names} do not match the "
                         f"{manifest['color_format']} packed data ({sorted(inputs)})")
     batch = model.max_batch or cfg["batch_size"]
@@ -104,7 +124,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     result = evaluate(load_params(args.params), args.artifact, args.packed, args.manifest, args.out)
     if result["status"] == "failed":
-        print(f"{args.artifact}: not evaluated, its conversion failed ({result['reason']})")
+        print(f"{args.artifact}: not evaluated ({result['reason']})")
         return
     print(f"{args.artifact}: top-1 {result['top1']:.4f} on {result['test_images']} images ({result['runtime']})")
 
