@@ -16,8 +16,9 @@ from workflow.papers import NOT_COMPARABLE, NOT_RUN, PAPERS, WITHIN, DIFFERS
 
 pytestmark = pytest.mark.slow
 
-MODELS = ("models={mobilenetv2-rgb: {arch: mobilenetv2, width_mult: 0.5, input_format: rgb}, "
-          "mobilenetv2-yuv420: {arch: mobilenetv2, width_mult: 0.5, input_format: yuv420}, "
+PTQ = "artifacts: [onnx-fp32, onnx-int8-dynamic, onnx-int8-static]"  # QAT and TFLite have tests of their own
+MODELS = (f"models={{mobilenetv2-rgb: {{arch: mobilenetv2, width_mult: 0.5, input_format: rgb, {PTQ}}}, "
+          f"mobilenetv2-yuv420: {{arch: mobilenetv2, width_mult: 0.5, input_format: yuv420, {PTQ}}}, "
           "mobilenetv2-rgb-pruned: {arch: mobilenetv2, width_mult: 0.5, input_format: rgb, artifacts: [onnx-fp32], "
           "prune: {from: mobilenetv2-rgb, ratio: 0.15, iterations: 2, sparsity_lambda: 1.0e-4, sparse_epochs: 1, "
           "finetune_epochs: 1, lr: 0.0045}}}")
