@@ -19,7 +19,8 @@ def summary_fixture(**overrides):
     """A summary.csv as the aggregate stage writes it, with the columns issue 3 adds (test data only)."""
     base = {"arch": "mobilenetv2", "format": "onnx", "precision": "fp32", "device": "local", "status": "ok",
             "params": 2_236_682, "macs": 96_000_000, "size_bytes": 9_000_000, "latency_p50_ms": 2.0}
-    rows = [
+    rows = [  # a pruned variant first: the mappings select the paper's models by name
+        {**base, "model": "mobilenetv2-rgb-pruned", "input_format": "rgb", "prune_ratio": 0.15, "top1": 0.3000},
         {**base, "model": "mobilenetv2-rgb", "input_format": "rgb", "top1": 0.4210},
         {**base, "model": "mobilenetv2-yuv420", "input_format": "yuv420", "top1": 0.4150},
         {**base, "model": "mobilenetv2-rgb", "input_format": "rgb", "precision": "int8", "quant_method": "static",

@@ -104,7 +104,8 @@ def apply(params, path, value):
     return params
 
 
-MUTATIONS = list(generate(SCHEMA, base_params())) + device_mutations()
+BASE = base_params()
+MUTATIONS = list(generate(SCHEMA, BASE)) + device_mutations()
 
 
 def test_enough_mutations_of_every_kind():
@@ -119,7 +120,7 @@ def test_enough_mutations_of_every_kind():
 @pytest.mark.parametrize("path, value, key", MUTATIONS,
                          ids=[f"{'.'.join(p)}={'DELETE' if v is DELETE else str(v)[:20]}" for p, v, _ in MUTATIONS])
 def test_mutation_gives_one_line_error_naming_the_key(tmp_path, path, value, key):
-    mutated = apply(base_params(), path, value)
+    mutated = apply(BASE, path, value)
     with pytest.raises(UserError) as err:
         validate(mutated)
     message = str(err.value)

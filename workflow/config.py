@@ -3,6 +3,7 @@
 Every stage and the Snakefile call :func:`load_params`; a schema violation is a
 :class:`UserError` naming the key, the bad value and what is allowed.
 """
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -55,8 +56,13 @@ def _describe(error):
     return f"key '{key}': got {value}, expected {allowed}"
 
 
+@functools.lru_cache(maxsize=1)
+def load_schema():
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
 def validate(params, source="params.yaml"):
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema = load_schema()
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), e.path))
     if errors:

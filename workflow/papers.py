@@ -294,11 +294,14 @@ def verdict(row, published, reproduced, devices, scale, same_hardware):
     """(verdict, note) for one row whose reproduced value exists."""
     if row["compare"] == "never":
         return NOT_COMPARABLE, row["note"]
+    reasons = []
     if row["compare"] in ("full", "hardware") and scale != "full":
-        return NOT_COMPARABLE, f"scale: the {scale} configuration ran; the paper's figure needs the full one"
+        reasons.append(f"scale: the {scale} configuration ran; the paper's figure needs the full one")
     if row["compare"] == "hardware" and not (devices and devices <= set(same_hardware)):
         ran = ", ".join(sorted(devices)) or "unknown"
-        return NOT_COMPARABLE, f"hardware-specific: measured on {ran}, published on the paper's hardware"
+        reasons.append(f"hardware-specific: measured on {ran}, published on the paper's hardware")
+    if reasons:
+        return NOT_COMPARABLE, "; ".join(reasons)
     tol = row["tolerance"]
     delta = reproduced - published
     limits = []

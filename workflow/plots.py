@@ -157,16 +157,23 @@ def plot_yuv_gain(pipeline, out, papers_dir=PAPERS_DIR):
 
 
 def run_series(bench_files):
-    """[(label, latencies in ms, first run in ms)] at each file's first thread count."""
+    """[(label, latencies in ms, first run in ms)] at each file's first thread count.
+
+    A benchmark that failed (status failed: its reason is in summary.csv) has no runs to draw."""
     series = []
     for path in bench_files:
         bench = read_json(path)
-        threads = sorted(bench["threads"], key=int)[0]
-        run = bench["threads"][threads]
-        if "latencies_ms" not in run:
-            raise UserError(f"{path}: no per-run latencies (benchmarked by an older runner); rerun the benchmark")
-        label = f"{bench['model_name']}\n{Path(bench['artifact']).stem}\n{bench['device']}, {threads} thr"
-        series.append((label, run["latencies_ms"], run["first_run_ms"]))
+        for run in bench.get("runs") or [bench]:  # a .tflite benchmark has one run per XNNPACK setting
+            if run.get("status") == "failed" or "threads" not in run:
+                continue
+            threads = sorted(run["threads"], key=int)[0]
+            timed = run["threads"][threads]
+            if "latencies_ms" not in timed:
+                raise UserError(f"{path}: no per-run latencies (benchmarked by an older runner); rerun the benchmark")
+            delegate = f", {run['delegate']}" if run.get("delegate") else ""
+            device, model = Path(path).parent.parent.name, Path(path).parent.name  # results/bench/<d>/<m>/<a>.json
+            label = f"{model}\n{Path(path).stem}{delegate}\n{device}, {threads} thr"
+            series.append((label, timed["latencies_ms"], run.get("first_run_ms", bench.get("first_run_ms"))))
     return series
 
 
