@@ -20,7 +20,10 @@ TINY = ["targets=[onnx]", "data.source=npz", f"data.path={CIFAR_NPZ}", "data.tra
         "benchmark.min_runs=10", "benchmark.min_duration_s=0", "benchmark.threads=[1, 2]", "benchmark.samples=4",
         "benchmark.stream_workers=[2]", "benchmark.pipeline.resolutions=[[640, 360], [1280, 720]]",
         "benchmark.pipeline.min_duration_s=0.1"]
-RGB_BRANCH = {"train-mobilenetv2-rgb", "export-mobilenetv2-rgb", "pipeline-local", "aggregate"} | {
+PAPERS = ("yuv420_mobilenetv2", "cifar_max78000", "od_quant_kd_imx8", "yolov4tiny_pruning", "rtbench_tflite")
+# the default target: the summary, every paper table and the plots (all read the summary)
+RGB_BRANCH = {"train-mobilenetv2-rgb", "export-mobilenetv2-rgb", "pipeline-local", "aggregate", "plots"} | {
+    f"paper-{paper}" for paper in PAPERS} | {
     f"{stage}-mobilenetv2-rgb-{artifact}" for artifact in ("onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static")
     for stage in ("evaluate", "benchmark-local")} | {
     f"quantize-mobilenetv2-rgb-{artifact}" for artifact in ("onnx-int8-dynamic", "onnx-int8-static")}
@@ -35,7 +38,7 @@ def sh(project, *cmd, check=True):
 
 
 def snakemake_plan(project):
-    out = sh(project, sys.executable, "-m", "snakemake", "-n", "--cores", "2", "results/summary.csv").stdout
+    out = sh(project, sys.executable, "-m", "snakemake", "-n", "--cores", "2").stdout
     return re.findall(r"^(?:local)?rule (\w+):", out, re.M), out
 
 
@@ -65,7 +68,7 @@ def project(tmp_path_factory):
     sh(project, "git", "init", "-q")
     sh(project, "git", "add", "-A")
     sh(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
-    sh(project, sys.executable, "-m", "snakemake", "--cores", "2", "results/summary.csv")
+    sh(project, sys.executable, "-m", "snakemake", "--cores", "2")
     return project
 
 
@@ -103,7 +106,8 @@ def test_param_change_reruns_only_the_affected_branch(project):
     assert sh(project, "dvc", "status", "--json").stdout.strip() == "{}"
     sh(project, sys.executable, "-m", "workflow.set_params", "models.mobilenetv2-rgb.width_mult=0.35")
     jobs, _ = snakemake_plan(project)
-    assert sorted(jobs) == sorted(["train", "export_onnx", "pipeline_bench", "aggregate"] + ["quantize_onnx"] * 2
+    assert sorted(jobs) == sorted(["train", "export_onnx", "pipeline_bench", "aggregate", "plots", "all"]
+                                  + ["paper_table"] * len(PAPERS) + ["quantize_onnx"] * 2
                                   + ["evaluate"] * 3 + ["benchmark"] * 3)
 
     out = sh(project, "dvc", "repro").stdout
