@@ -1,4 +1,5 @@
 """User-facing errors: one line on stderr and exit status 2, never a traceback."""
+import argparse
 import functools
 import sys
 
@@ -22,3 +23,11 @@ def cli(main):
             sys.exit(130)
 
     return wrapper
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1 (a bad value is argparse's one-line usage error)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value

@@ -42,7 +42,7 @@ import numpy as np
 from workflow.artifacts import failure_reason, write_failed
 from workflow.config import HAILO_CALIB_SIZE, load_params, params_hash
 from workflow.datasets import load_packed, to_model_inputs
-from workflow.errors import UserError, cli
+from workflow.errors import UserError, cli, positive_int
 from workflow.io import atomic_path, read_json, sha256_file, write_json, write_text
 from workflow.provenance import provenance
 
@@ -218,13 +218,6 @@ def compile_hef(har, out):
 
 
 # ----------------------------------------------------------------------------- command line
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 @cli
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

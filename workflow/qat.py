@@ -45,7 +45,7 @@ from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
 from workflow.artifacts import write_failed
 from workflow.config import load_params, params_hash
-from workflow.errors import UserError, cli
+from workflow.errors import UserError, cli, positive_int
 from workflow.export import load_checkpoint
 from workflow.finetune import load_split_data, sgd, train_epoch, train_set
 from workflow.io import atomic_path, sha256_file, write_json
@@ -247,13 +247,6 @@ def export_parity(qat_model, path, inputs, input_names, batch_size):
         torch_logits = qat_model(*(torch.from_numpy(inputs[n]) for n in input_names)).numpy()
     return {"max_abs_diff": float(np.abs(onnx_logits - torch_logits).max()),
             "argmax_agreement": float((onnx_logits.argmax(1) == torch_logits.argmax(1)).mean())}
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
 
 
 @cli

@@ -44,7 +44,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from workflow.artifacts import write_failed
 from workflow.config import load_params, params_hash
 from workflow.datasets import load_packed, to_model_inputs
-from workflow.errors import UserError, cli
+from workflow.errors import UserError, cli, positive_int
 from workflow.io import atomic_path, read_json, sha256_file, write_json
 from workflow.provenance import provenance
 
@@ -255,13 +255,6 @@ def settings_from_args(args):
         raise UserError("--activation-type qint8 with --weight-type quint8: not supported by ONNX Runtime "
                         "(use qint8 weights)")
     return settings
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
 
 
 def percentile_value(text):

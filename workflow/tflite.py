@@ -42,7 +42,7 @@ import numpy as np
 from workflow.artifacts import write_failed
 from workflow.config import load_params, params_hash
 from workflow.datasets import load_packed, to_model_inputs
-from workflow.errors import UserError, cli
+from workflow.errors import UserError, cli, positive_int
 from workflow.io import atomic_path, read_json, sha256_file, write_json
 from workflow.provenance import provenance
 
@@ -264,13 +264,6 @@ def settings_from_args(args):
     return {"precision": args.precision, "converter": args.converter,
             "io_type": (args.io_type or "int8") if integer else None,
             "calib_size": (args.calib_size or 256) if integer else None}
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
 
 
 @cli
