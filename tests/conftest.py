@@ -1,5 +1,6 @@
 import copy
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,33 @@ def write_params(path, params):
     path = Path(path)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+DELETE = object()  # apply_mutation: remove the key instead of setting it
+
+
+def apply_mutation(params, path, value):
+    """A copy of ``params`` with the key at ``path`` (a tuple of keys) set to ``value``, or removed."""
+    params = copy.deepcopy(params)
+    node = params
+    for key in path[:-1]:
+        node = node[key]
+    if value is DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return params
+
+
+def copy_project(dest):
+    """A fresh project at ``dest``: the repository's tracked and untracked-not-ignored files, as a clone has."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
 
 
 def run_module(module, *args, cwd=REPO, check=False, timeout=600):

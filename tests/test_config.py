@@ -4,24 +4,15 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, assert_one_line_error, base_params, run_module, write_params
+from conftest import DELETE, REPO, apply_mutation, assert_one_line_error, base_params, run_module, write_params
 from workflow.config import load_params, validate
 from workflow.errors import UserError
 
 
 def mutate(path, value):
-    params = base_params()
-    node = params
-    for key in path[:-1]:
-        node = node[key]
-    if value is DELETE:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return params
+    return apply_mutation(base_params(), path, value)
 
 
-DELETE = object()
 # (path, bad value, text the one-line error must contain)
 MUTATIONS = [
     (("seed",), "zero", "'seed'"),

@@ -1,7 +1,6 @@
 """The detection DAG end to end on real COCO128 images at toy scale: Snakemake runs it, every artifact is measured."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, SHARED
+from conftest import SHARED, copy_project
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +33,7 @@ def project(tmp_path_factory):
     if not COCO128.exists():
         pytest.skip(f"{COCO128} not present")
     project = tmp_path_factory.mktemp("detproject")
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, project / name)
+    copy_project(project)
     params = yaml.safe_load((project / "params.yaml").read_text())
     det = params["detection"]
     det["data"].update(path=str(COCO128), train_subset=12, val_subset=4, calib_subset=4)

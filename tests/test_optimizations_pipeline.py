@@ -1,14 +1,13 @@
 """End to end on real CIFAR-10 images: a teacher, output- and feature-distilled students (RGB and
 YUV), a pruned model and QAT artifacts, run by Snakemake into summary.csv, then bench/optimizations.py."""
 import json
-import shutil
 import sys
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import CIFAR_NPZ, REPO
+from conftest import CIFAR_NPZ, copy_project
 from test_pipeline import TINY, sh
 
 pytestmark = pytest.mark.slow
@@ -34,10 +33,7 @@ def project(tmp_path_factory):
     if not CIFAR_NPZ.exists():
         pytest.skip(f"{CIFAR_NPZ} not present")
     project = tmp_path_factory.mktemp("optimizations")
-    for name in sh(REPO, "git", "ls-files", "--cached", "--others", "--exclude-standard").stdout.split():
-        if (REPO / name).is_file():
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, project / name)
+    copy_project(project)
     sh(project, sys.executable, "-m", "workflow.set_params", *TINY)
     optimization_matrix(project)
     sh(project, sys.executable, "-m", "workflow.dag")

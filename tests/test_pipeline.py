@@ -1,7 +1,6 @@
 """End to end on real CIFAR-10 images: Snakemake runs the DAG, DVC versions it, both agree on what is current."""
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import CIFAR_NPZ, REPO
+from conftest import CIFAR_NPZ, copy_project
 
 pytestmark = pytest.mark.slow
 
@@ -57,11 +56,7 @@ def project(tmp_path_factory):
     if not CIFAR_NPZ.exists():
         pytest.skip(f"{CIFAR_NPZ} not present")
     project = tmp_path_factory.mktemp("project")
-    files = sh(REPO, "git", "ls-files", "--cached", "--others", "--exclude-standard").stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, project / name)
+    copy_project(project)
     sh(project, sys.executable, "-m", "workflow.set_params", *TINY)
     keep_baseline_matrix(project)
     sh(project, sys.executable, "-m", "workflow.dag")

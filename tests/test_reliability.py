@@ -6,7 +6,6 @@ just outside every bound, an unknown key in every section, every required key re
 device lists. Each must give a one-line error naming the key; through `snakemake -n` and a
 stage's entry point no job starts and nothing is written.
 """
-import copy
 import shutil
 import subprocess
 import sys
@@ -15,11 +14,11 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, assert_one_line_error, base_params, run_module, tiny_params, write_params
+from conftest import (DELETE, REPO, apply_mutation, assert_one_line_error, base_params, run_module, tiny_params,
+                      write_params)
 from workflow.config import SCHEMA_PATH, validate
 from workflow.errors import UserError
 
-DELETE = object()
 SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
 
 
@@ -92,18 +91,6 @@ def device_mutations():
             (devices, [""], "benchmark.devices.0"), (devices, ["local", 7], "benchmark.devices.1")]
 
 
-def apply(params, path, value):
-    params = copy.deepcopy(params)
-    node = params
-    for key in path[:-1]:
-        node = node[key]
-    if value is DELETE:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return params
-
-
 BASE = base_params()
 MUTATIONS = list(generate(SCHEMA, BASE)) + device_mutations()
 
@@ -120,7 +107,7 @@ def test_enough_mutations_of_every_kind():
 @pytest.mark.parametrize("path, value, key", MUTATIONS,
                          ids=[f"{'.'.join(p)}={'DELETE' if v is DELETE else str(v)[:20]}" for p, v, _ in MUTATIONS])
 def test_mutation_gives_one_line_error_naming_the_key(tmp_path, path, value, key):
-    mutated = apply(BASE, path, value)
+    mutated = apply_mutation(BASE, path, value)
     with pytest.raises(UserError) as err:
         validate(mutated)
     message = str(err.value)
@@ -139,7 +126,7 @@ def workdir_with(tmp_path, params):
 @pytest.mark.parametrize("index", [0, 7, 19, len(MUTATIONS) - 1])
 def test_snakemake_starts_no_job_on_a_mutated_file(tmp_path, index):
     path, value, key = MUTATIONS[index]
-    workdir = workdir_with(tmp_path, apply(base_params(), path, value))
+    workdir = workdir_with(tmp_path, apply_mutation(base_params(), path, value))
     result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1"], cwd=workdir,
                             capture_output=True, text=True, timeout=120)
     output = result.stdout + result.stderr
@@ -153,7 +140,7 @@ def test_snakemake_starts_no_job_on_a_mutated_file(tmp_path, index):
 def test_stage_entry_point_rejects_a_mutated_file_before_work(tmp_path):
     path, value, key = next(m for m in MUTATIONS if m[0] == ("data", "train_subset") and m[1] == "not-a-number")
     assert key == "data.train_subset"
-    params = write_params(tmp_path / "params.yaml", apply(tiny_params(), path, value))
+    params = write_params(tmp_path / "params.yaml", apply_mutation(tiny_params(), path, value))
     result = run_module("pack", "--params", params, "--format", "rgb", "--out", tmp_path / "packed")
     assert_one_line_error(result, key)
     assert not (tmp_path / "packed").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import CIFAR_NPZ, REPO
+from conftest import CIFAR_NPZ, copy_project
 from workflow.papers import NOT_COMPARABLE, NOT_RUN, PAPERS, WITHIN, DIFFERS
 
 pytestmark = pytest.mark.slow
@@ -59,11 +59,7 @@ def project(tmp_path_factory):
     if not CIFAR_NPZ.exists():
         pytest.skip(f"{CIFAR_NPZ} not present")
     project = tmp_path_factory.mktemp("report-project")
-    files = sh(REPO, "git", "ls-files", "--cached", "--others", "--exclude-standard").stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, project / name)
+    copy_project(project)
     sh(project, sys.executable, "-m", "workflow.set_params", *TINY)
     sh(project, sys.executable, "-m", "workflow.dag")
     sh(project, "git", "init", "-q")

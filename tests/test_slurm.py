@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CIFAR_NPZ, REPO, tiny_params, write_params
+from conftest import CIFAR_NPZ, REPO, copy_project, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -148,12 +148,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     project = tmp_path_factory.mktemp("slurm-project")
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split()
-    for name in listed:
-        if (REPO / name).is_file():
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, project / name)
+    copy_project(project)
     write_params(project / "params.yaml", tiny_params())
     return project
 

@@ -2,13 +2,12 @@
 
 Needs the LiteRT runtime of workflow/device_runner.py (`--runtime litert --xnnpack on|off`).
 """
-import shutil
 import sys
 
 import pandas as pd
 import pytest
 
-from conftest import CIFAR_NPZ, REPO
+from conftest import CIFAR_NPZ, copy_project
 from test_pipeline import sh
 
 pytestmark = pytest.mark.slow
@@ -27,10 +26,7 @@ def project(tmp_path_factory):
     if not CIFAR_NPZ.exists():
         pytest.skip(f"{CIFAR_NPZ} not present")
     project = tmp_path_factory.mktemp("tflite-project")
-    for name in sh(REPO, "git", "ls-files", "--cached", "--others", "--exclude-standard").stdout.split():
-        if (REPO / name).is_file():
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, project / name)
+    copy_project(project)
     sh(project, sys.executable, "-m", "workflow.set_params", *TINY)
     sh(project, sys.executable, "-m", "snakemake", "--cores", "2", "results/summary.csv")
     return project

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from workflow.artifacts import failure_reason
-from workflow.config import load_params, params_hash
+from workflow.config import check_device, load_params, params_hash
 from workflow.datasets import load_packed, to_model_inputs
 from workflow.device_runner import RUNTIME_BY_SUFFIX
 from workflow.errors import UserError, cli
@@ -193,9 +193,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     params = load_params(args.params)
-    if args.device not in params["benchmark"]["devices"]:
-        raise UserError(f"--device {args.device!r} is not in params.yaml benchmark.devices "
-                        f"({', '.join(params['benchmark']['devices'])})")
+    check_device(params, args.device)
     reason = failure_reason(args.artifact)
     if reason:  # the conversion failed: nothing to time, the row says why
         write_json(args.out, {"model_name": args.model_name, "device": args.device, "artifact": args.artifact,

@@ -180,6 +180,13 @@ def _check_tflite(t, key, params, source):
         _check_calib_size(t.get("calib_size", params["data"]["calib_subset"]), f"{key}.calib_size", params, source)
 
 
+def check_device(params, device):
+    """A stage's --device must be one of benchmark.devices (so its job is part of the DAG)."""
+    if device not in params["benchmark"]["devices"]:
+        raise UserError(f"--device {device!r} is not in params.yaml benchmark.devices "
+                        f"({', '.join(params['benchmark']['devices'])})")
+
+
 def load_params(path="params.yaml"):
     path = Path(path)
     try:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from workflow.benchmark import failed_result, run_on_device
-from workflow.config import load_params, params_hash
+from workflow.config import check_device, load_params, params_hash
 from workflow.errors import UserError, cli
 from workflow.inventory import device_profile
 from workflow.io import atomic_path, sha256_file, write_json
@@ -142,9 +142,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     params = load_params(args.params)
-    if args.device not in params["benchmark"]["devices"]:
-        raise UserError(f"--device {args.device!r} is not in params.yaml benchmark.devices "
-                        f"({', '.join(params['benchmark']['devices'])})")
+    check_device(params, args.device)
     result = pipeline_bench(params, args.device, args.rgb_model, args.yuv_model)
     out = Path(args.out)
     write_csv(out.with_name("table.csv"), result["table"], TABLE_COLUMNS)
