@@ -8,7 +8,7 @@ size, the trained checkpoint is exported to every format of workflow.detection.e
 file is evaluated by workflow.detection.evaluate on the val split: mAP50-95 / mAP50 of the
 artifact next to the PyTorch model's at the same size, and the mean pre-processing,
 inference and post-processing (decode + NMS) times. An int8 artifact whose mAP50-95 falls
-below half of the fp32 ONNX model's, or whose class scores all came out as one value, is flagged as
+below half of the fp32 ONNX model's, or whose class scores took fewer than 16 distinct values, is flagged as
 collapsed (the failure ultralytics users
 report for int8 exports). Each row also carries the export report's max |artifact - PyTorch|
 raw head output, which still shows a broken artifact when an undertrained model has mAP 0.
@@ -33,6 +33,7 @@ from workflow.io import write_json  # noqa: E402
 from workflow.provenance import host_facts  # noqa: E402
 
 COLLAPSE_RATIO = 0.5
+COLLAPSE_LEVELS = 16  # fewer distinct class scores than a 4-bit code: the ranking NMS and mAP need is gone
 KEYS = ("status", "reason", "map50_95", "map50", "size_bytes", "pre_mean_ms", "infer_mean_ms", "post_mean_ms",
         "total_mean_ms", "runtime")
 
@@ -59,7 +60,8 @@ def measure(params, model, size, work):
         row["map50_95_vs_pytorch"] = (row["map50_95"] - rows["pytorch"]["map50_95"]
                                       if row.get("map50_95") is not None else None)
         row["int8_collapse"] = ("int8" in artifact and row.get("map50_95") is not None and fp32 > 0
-                                and row["map50_95"] < COLLAPSE_RATIO * fp32) or row.get("score_levels") == 1
+                                and row["map50_95"] < COLLAPSE_RATIO * fp32) \
+            or (row.get("score_levels") or COLLAPSE_LEVELS) < COLLAPSE_LEVELS
     return rows
 
 
@@ -75,7 +77,8 @@ def main():
         sys.exit(f"error: {model_dir(args.model)}/model.pt not found: run "
                  f"snakemake --cores 2 {model_dir(args.model)}/model.pt first")
     results = {"model": args.model, "threads": params["detection"]["evaluate"]["num_threads"],
-               "collapse_ratio": COLLAPSE_RATIO, "host": host_facts(), "sizes": {}}
+               "collapse_ratio": COLLAPSE_RATIO, "collapse_levels": COLLAPSE_LEVELS, "host": host_facts(),
+               "sizes": {}}
     for size in args.sizes:
         with tempfile.TemporaryDirectory(prefix="detbench.") as work:
             results["sizes"][str(size)] = measure(params, args.model, size, Path(work))

@@ -32,7 +32,7 @@ def source(tmp_path):
 def det_params(tmp_path, source, **data):
     params = tiny_params()
     params["detection"]["data"].update({"path": str(source), "train_dir": "images/train", "val_dir": "",
-                                        "val_fraction": 0.25, "calib_subset": 4, "names": NAMES, **data})
+                                        "val_fraction": 0.25, "calib_subset": 4, "names": NAMES, "classes": [], **data})
     return write_params(tmp_path / "params.yaml", params)
 
 
@@ -66,6 +66,31 @@ def test_pack_split_coco_json_and_determinism(tmp_path, source):
     assert bh == pytest.approx(h * first["height"], abs=0.01)
     data_yaml = (tmp_path / "a" / "data.yaml").read_text()
     assert "images/train" in data_yaml and "images/val" in data_yaml
+
+
+def test_classes_keep_only_the_named_classes_renumbered(tmp_path, source):
+    assert pack(tmp_path, det_params(tmp_path, source), "all").returncode == 0
+    assert pack(tmp_path, det_params(tmp_path, source, classes=["c45", "c0"]), "kept").returncode == 0
+    every = json.loads((tmp_path / "all" / "manifest.json").read_text())
+    kept = json.loads((tmp_path / "kept" / "manifest.json").read_text())
+    assert kept["nc"] == 2 and kept["names"] == ["c45", "c0"] and kept["source"]["classes"] == ["c45", "c0"]
+    assert [f["image"] for f in kept["splits"]["val"]["files"]] == [f["image"] for f in every["splits"]["val"]["files"]]
+    for split in ("train", "val"):
+        for entry in every["splits"][split]["files"]:
+            name = entry["image"].rsplit(".", 1)[0] + ".txt"
+            source_rows = (tmp_path / "all" / "labels" / split / name).read_text().splitlines()
+            kept_rows = (tmp_path / "kept" / "labels" / split / name).read_text().splitlines()
+            expected = [{"45": "0", "0": "1"}[r.split(" ", 1)[0]] + " " + r.split(" ", 1)[1]
+                        for r in source_rows if r.split(" ", 1)[0] in ("45", "0")]
+            assert kept_rows == expected
+    coco = json.loads((tmp_path / "kept" / "val_coco.json").read_text())
+    assert coco["categories"] == [{"id": 0, "name": "c45"}, {"id": 1, "name": "c0"}]
+    assert {a["category_id"] for a in coco["annotations"]} <= {0, 1}
+
+
+def test_unknown_class_is_one_line_naming_the_key(tmp_path, source):
+    result = pack(tmp_path, det_params(tmp_path, source, classes=["c0", "unicorn"]))
+    assert_one_line_error(result, "detection.data.classes", "'unicorn'")
 
 
 @pytest.mark.parametrize("line, expected", [

@@ -1,5 +1,6 @@
 """Paper tables: the mapping logic on a synthesized results table (a test fixture, not shipped),
 and every shipped mapping against the published references."""
+import io
 import json
 
 import pandas as pd
@@ -70,6 +71,18 @@ def test_every_mapping_resolves_and_nothing_runs_without_results(paper):
     for note in frame["note"]:
         assert "absent" in note, note  # says which result table is missing
     assert scale == "custom"
+
+
+@pytest.mark.parametrize("scale", ["small", "full"])
+@pytest.mark.parametrize("paper", PAPERS)
+def test_every_overlay_applies_to_params_yaml(paper, scale, tmp_path):
+    """./run.sh --paper <id> [--full] starts from params.yaml: the overlay must leave it valid."""
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    result = run_module("set_params", "--params", params, "--file", REPO / PAPERS_DIR / paper / f"{scale}.yaml")
+    assert result.returncode == 0, result.stderr
+    _, _, overlays = load_paper(paper, REPO / PAPERS_DIR)
+    assert detect_scale(yaml.safe_load(params.read_text()), overlays) == scale
 
 
 def test_published_values_and_derived_figures():
@@ -153,6 +166,43 @@ def test_never_comparable_rows_show_the_value_with_the_reason():
     assert "different network" in row.note
     assert rows_by_metric(frame)["parameters"].verdict == NOT_RUN
     assert "ai85nascifarnet" in rows_by_metric(frame)["parameters"].note
+
+
+def detection_fixture():
+    """results/detection/summary.csv as workflow.detection.aggregate writes it (test data only)."""
+    from workflow.detection.aggregate import COLUMNS
+
+    def row(model, artifact, **fields):
+        return {**dict.fromkeys(COLUMNS, None), "task": "detection", "model": model, "base_yaml": "yolov5n.yaml",
+                "imgsz": "320x320", "artifact": artifact, "status": "ok", "map50_95": 0.1, "map50": 0.2,
+                "size_bytes": 10_000_000, "infer_ms": 40.0, "params": 2_600_000, **fields}
+    rows = [row("yolov5n", "pytorch"), row("yolov5n", "onnx-fp32"),
+            row("yolov5n", "onnx-int8-dynamic", size_bytes=2_900_000, map50_95=0.09),
+            row("yolov5n-kd-output", "pytorch", teacher="yolov5s", kd="output", kd_factor=1.0, map50_95=0.12),
+            row("yolov4tiny-leaky0125", "pytorch", base_yaml="yolov4-tiny.yaml", leaky_slope=0.125, imgsz="224x320",
+                map50=0.3),
+            row("yolov4tiny-leaky0125-pruned", "pytorch", base_yaml="yolov4-tiny.yaml", leaky_slope=0.125,
+                imgsz="224x320", prune_ratio=0.15, prune_iteration=2, params=1_800_000, map50=0.1)]
+    # through a CSV file, as read_sources reads it: empty cells come back as NaN
+    buffer = io.StringIO()
+    pd.DataFrame(rows).to_csv(buffer, index=False)
+    return pd.read_csv(io.StringIO(buffer.getvalue()))
+
+
+def test_detection_rows_are_read_from_the_detection_summary():
+    tables = {**sources(), "detection": detection_fixture()}
+    _, _, frame = build_table("od_quant_kd_imx8", base_params(), tables, REPO / PAPERS_DIR)
+    rows = rows_by_metric(frame)
+    assert rows["mAP50-95 ONNX uint8 320"].reproduced == pytest.approx(0.09)
+    assert rows["file size ONNX uint8 320"].reproduced == pytest.approx(2.9)
+    assert rows["size change, ONNX Runtime"].reproduced == pytest.approx(-71.0)
+    assert rows["mAP50-95 baseline (no KD)"].reproduced == pytest.approx(0.1)  # empty kd cell matches ""
+    assert rows["mAP50-95 OBKD teacher v5m, factor 1"].reproduced == pytest.approx(0.12)
+    assert rows["mAP50-95 ONNX fp32 640"].verdict == NOT_RUN and "imgsz=640x640" in rows["mAP50-95 ONNX fp32 640"].note
+    _, _, frame = build_table("yolov4tiny_pruning", base_params(), tables, REPO / PAPERS_DIR)
+    rows = rows_by_metric(frame)
+    assert rows["mAP, slope 0.125, 320x224x3"].reproduced == pytest.approx(30.0)  # the unpruned model
+    assert rows["parameters after pruning iteration 2, 416x416"].reproduced == 1_800_000
 
 
 def test_written_tables(tmp_path, small_params):

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -8,7 +9,7 @@ import time
 import pytest
 
 from conftest import REPO, assert_one_line_error, run_module, tiny_params, write_params
-from workflow.train import lr_at
+from workflow.train import lr_at, model_train_config
 
 
 def test_mixed_schedule_cosine_then_steps():
@@ -19,6 +20,17 @@ def test_mixed_schedule_cosine_then_steps():
     assert lrs[0] > lrs[1] > lrs[2] > lrs[3] > lrs[4]
     assert lrs[4] == lrs[5] == pytest.approx(0.01)
     assert lrs[6] == pytest.approx(0.001) and lrs[8] == pytest.approx(0.0001)
+
+
+def test_a_model_may_set_its_own_schedule():
+    params = tiny_params()
+    spec = {**params["models"]["mobilenetv2-rgb"], "epochs": 4,
+            "schedule": {"cosine_epochs": 4, "cosine_final_ratio": 0.1, "milestones": [], "gamma": 0.1}}
+    cfg = model_train_config(params, spec)
+    assert cfg["epochs"] == 4 and cfg["schedule"] == spec["schedule"]
+    assert cfg["batch_size"] == params["train"]["batch_size"]
+    assert lr_at(3, cfg) == pytest.approx(cfg["lr"] * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 3 / 4))))
+    assert model_train_config(params, params["models"]["mobilenetv2-rgb"])["schedule"] == params["train"]["schedule"]
 
 
 def test_training_metrics_and_provenance(trained):

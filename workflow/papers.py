@@ -191,6 +191,8 @@ def to_number(cell):
 
 def _same(cell, wanted):
     options = wanted if isinstance(wanted, list) else [wanted]
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        cell = ""  # an empty CSV cell (pandas reads NaN) matches ""
     for option in options:
         a, b = to_number(cell), to_number(option)
         if a is not None and b is not None:

@@ -13,7 +13,7 @@ augmented image through the same RGB->I420 conversion the pack stage uses, so
 both input formats see identical augmented content. Evaluation uses each
 format's own packed test split.
 
-A model may set its own ``epochs`` and ``lr``. With ``distill`` it learns from a
+A model may set its own ``epochs``, ``lr`` and ``schedule``. With ``distill`` it learns from a
 teacher checkpoint (--teacher; workflow/distill.py): the teacher (frozen, eval mode)
 sees the same augmented image in its own input format, before sensor noise; ``init``
 starts the student from another model's checkpoint (--init) instead of from scratch.
@@ -183,9 +183,8 @@ def resolve_device(name):
 
 
 def model_train_config(params, spec):
-    """train section with the model's own epochs and lr, if it sets them."""
-    return {**params["train"], "epochs": spec.get("epochs", params["train"]["epochs"]),
-            "lr": spec.get("lr", params["train"]["lr"])}
+    """train section with the model's own epochs, lr and schedule, if it sets them."""
+    return {**params["train"], **{key: spec[key] for key in ("epochs", "lr", "schedule") if key in spec}}
 
 
 def load_frozen(path, role):

@@ -8,8 +8,9 @@ the mAP its own runtime reached on the val split, the PyTorch model's mAP on the
 and the drop, the export report's max |artifact - PyTorch| raw head output on calibration
 images and the number of distinct class-score values it produced there (fidelity figures that
 still mean something when an undertrained model has mAP 0; one level = scores collapsed),
-size, the pre-processing / inference / post-processing split and the model's
-variant fields (KD teacher and factor, leaky slope, depth code, input size). A failed export
+size, the classes trained and evaluated (``all``, or detection.data.classes), the
+pre-processing / inference / post-processing split and the model's variant fields (KD teacher
+and factor, leaky slope, depth code, pruning ratio and passes, input size). A failed export
 is a row with status failed and its reason. paper_tables.md groups the rows the way seeds
 001 (PTQ and KD of YOLOv5n/s), 003 (leaky slope x input size) and 004 (depth code) report them.
 """
@@ -23,8 +24,9 @@ from workflow.detection import plan
 from workflow.errors import UserError, cli
 from workflow.io import read_json, write_text
 
-COLUMNS = ["task", "model", "base_yaml", "teacher", "kd", "kd_factor", "leaky_slope", "depth_code", "imgsz",
-           "artifact", "format", "precision", "runtime", "status", "reason", "map50_95", "map50",
+COLUMNS = ["task", "model", "base_yaml", "teacher", "kd", "kd_factor", "leaky_slope", "depth_code",
+           "prune_ratio", "prune_iteration", "imgsz",
+           "classes", "artifact", "format", "precision", "runtime", "status", "reason", "map50_95", "map50",
            "map50_95_pytorch", "map50_pytorch", "map50_95_drop", "output_max_abs_diff", "score_levels", "val_images",
            "params", "size_bytes", "threads", "pre_ms", "infer_ms", "post_ms", "total_ms", "fps", "epochs",
            "train_seconds", "git_commit"]
@@ -32,9 +34,11 @@ COLUMNS = ["task", "model", "base_yaml", "teacher", "kd", "kd_factor", "leaky_sl
 
 def rows(det, results):
     out = []
+    classes = " ".join(det["data"].get("classes") or []) or "all"  # the packed classes (detection.data.classes)
     for model, spec in det["models"].items():
         train = read_json(Path(results) / "models" / model / "train_metrics.json")
         reference = read_json(Path(results) / "eval" / model / "pytorch.json")
+        prune = spec.get("prune") or {}
         for artifact in ("pytorch", *plan.model_artifacts(det, model)):
             r = read_json(Path(results) / "eval" / model / f"{artifact}.json")
             ok = r["status"] == "ok"
@@ -45,7 +49,9 @@ def rows(det, results):
                 "task": "detection", "model": model, "base_yaml": spec["yaml"], "teacher": spec.get("teacher", ""),
                 "kd": spec.get("kd", ""), "kd_factor": spec.get("kd_factor", ""),
                 "leaky_slope": spec.get("leaky_slope", ""), "depth_code": spec.get("depth_code", ""),
-                "imgsz": "x".join(map(str, r["imgsz"])), "artifact": artifact, "format": r["format"],
+                "prune_ratio": prune.get("ratio", ""), "prune_iteration": prune.get("iterations", ""),
+                "imgsz": "x".join(map(str, r["imgsz"])), "classes": classes, "artifact": artifact,
+                "format": r["format"],
                 "precision": r["precision"], "runtime": r.get("runtime", ""), "status": r["status"],
                 "reason": r.get("reason", ""), "map50_95": r.get("map50_95"), "map50": r.get("map50"),
                 "map50_95_pytorch": reference.get("map50_95"), "map50_pytorch": reference.get("map50"),
@@ -62,10 +68,11 @@ def rows(det, results):
     return out
 
 
-def fmt(value, digits=4):
+def fmt(value):
+    """Four significant digits: a small-scale mAP can be below 0.0001 and must not print as 0."""
     if value is None or value == "":
         return ""
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def markdown(table, columns):

@@ -7,6 +7,8 @@ matching ``labels/<dir>/*.txt`` (one ``class x_center y_center width height`` li
 normalised to 0..1), the layout of COCO128 and of ultralytics' COCO 2017. With ``val_dir``
 empty, ``train_dir`` is split by ``val_fraction`` under ``seed``; otherwise the two folders
 are the splits. The calibration split (for static quantization) is drawn from train.
+With ``classes`` (names from ``names``) only those classes' boxes are kept, renumbered 0..k-1
+in the listed order; images left without boxes stay as background images.
 
 Every image is decoded and every label line checked. An undecodable image, a label line that
 is not five numbers, a class id outside 0..nc-1, a coordinate outside 0..1 or a box of zero
@@ -94,7 +96,27 @@ def label_path(image, root):
     return root / "labels" / rel.with_suffix(".txt")
 
 
-def scan(root, subdir, nc, on_bad, skipped):
+def class_map(names, keep):
+    """{source class id: packed class id} for `detection.data.classes`; None keeps every class."""
+    if not keep:
+        return None
+    unknown = [c for c in keep if c not in names]
+    if unknown:
+        raise UserError(f"params.yaml: key 'detection.data.classes': {', '.join(map(repr, unknown))} "
+                        f"not among the class names of detection.data.names")
+    return {names.index(c): i for i, c in enumerate(keep)}
+
+
+def keep_boxes(boxes, id_map):
+    """The boxes of the kept classes, with their packed class ids."""
+    if id_map is None:
+        return boxes
+    kept = boxes[np.isin(boxes[:, 0].astype(int), list(id_map))]
+    kept[:, 0] = [id_map[int(c)] for c in kept[:, 0]]
+    return kept
+
+
+def scan(root, subdir, nc, on_bad, skipped, id_map=None):
     """Valid samples of one source folder: [{image, label, width, height, boxes}], sorted by path."""
     folder = root / subdir
     if not folder.is_dir():
@@ -108,6 +130,7 @@ def scan(root, subdir, nc, on_bad, skipped):
             width, height = image_size(image)
             bad = label
             boxes = read_labels(label, nc) if label.exists() else np.zeros((0, 5), np.float32)
+            boxes = keep_boxes(boxes, id_map)  # after validation: ids are checked against the source's nc
         except ValueError as err:
             if on_bad == "error":
                 raise UserError(f"{bad}: {err} (fix the file, or set detection.data.on_bad: skip)") from None
@@ -128,15 +151,15 @@ def orphan_labels(root, subdir):
     return sum(1 for p in labels.rglob("*.txt") if p.relative_to(labels).with_suffix("") not in images)
 
 
-def select(data, seed, nc, skipped):
+def select(data, seed, nc, skipped, id_map=None):
     """{split: samples}: deterministic under seed; calib drawn from train."""
     root = Path(data["path"])
     if not root.is_dir():
         raise UserError(f"{root}: dataset folder not found (detection.data.path: a folder with images/ and labels/)")
     rng = np.random.default_rng(seed)
-    train = scan(root, data["train_dir"], nc, data["on_bad"], skipped)
+    train = scan(root, data["train_dir"], nc, data["on_bad"], skipped, id_map)
     if data["val_dir"]:
-        val = scan(root, data["val_dir"], nc, data["on_bad"], skipped)
+        val = scan(root, data["val_dir"], nc, data["on_bad"], skipped, id_map)
     else:
         order = rng.permutation(len(train))
         n_val = int(round(data["val_fraction"] * len(train)))
@@ -196,10 +219,12 @@ def split_digest(files):
 
 def pack(params, out_dir):
     data = params["detection"]["data"]
-    names = class_names(data["names"])
+    source_names = class_names(data["names"])
+    id_map = class_map(source_names, data.get("classes"))
+    names = [source_names[i] for i in id_map] if id_map else source_names
     nc = len(names)
     skipped = []
-    splits = select(data, params["seed"], nc, skipped)
+    splits = select(data, params["seed"], len(source_names), skipped, id_map)
     out = Path(out_dir)
     if (out / "manifest.json").exists():
         (out / "manifest.json").unlink()  # an interrupted rerun must not look complete
@@ -208,7 +233,7 @@ def pack(params, out_dir):
     root = Path(data["path"])
     manifest = {"task": "detection", "nc": nc, "names": names,
                 "source": {"path": str(root), "train_dir": data["train_dir"], "val_dir": data["val_dir"],
-                           "val_fraction": data["val_fraction"],
+                           "val_fraction": data["val_fraction"], "classes": names if id_map else "all",
                            "orphan_labels": orphan_labels(root, data["train_dir"])
                            + (orphan_labels(root, data["val_dir"]) if data["val_dir"] else 0)},
                 "skipped": skipped, "splits": {}}
