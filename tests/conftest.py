@@ -69,6 +69,25 @@ def copy_project(dest):
     return dest
 
 
+def sh(project, *cmd, check=True, timeout=1200):
+    """Run a command in a project copy with this interpreter's tools (snakemake, dvc) first on PATH."""
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(list(cmd), cwd=project, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def cifar_project(tmp_path_factory, name, assignments):
+    """A fresh project copy whose params.yaml has ``assignments`` (key=value, as ./run.sh -S) applied;
+    skips the test where the real CIFAR-10 images of ../shared are absent."""
+    if not CIFAR_NPZ.exists():
+        pytest.skip(f"{CIFAR_NPZ} not present")
+    project = copy_project(tmp_path_factory.mktemp(name))
+    sh(project, sys.executable, "-m", "workflow.set_params", *assignments)
+    return project
+
+
 def run_module(module, *args, cwd=REPO, check=False, timeout=600):
     """Run ``python -m workflow.<module>`` as a user would; returns the CompletedProcess."""
     result = subprocess.run([sys.executable, "-m", f"workflow.{module}", *map(str, args)], cwd=cwd,

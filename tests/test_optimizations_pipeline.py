@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import CIFAR_NPZ, copy_project
-from test_pipeline import TINY, sh
+from conftest import cifar_project, sh
+from test_pipeline import TINY
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +30,7 @@ def optimization_matrix(project):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    if not CIFAR_NPZ.exists():
-        pytest.skip(f"{CIFAR_NPZ} not present")
-    project = tmp_path_factory.mktemp("optimizations")
-    copy_project(project)
-    sh(project, sys.executable, "-m", "workflow.set_params", *TINY)
+    project = cifar_project(tmp_path_factory, "optimizations", TINY)
     optimization_matrix(project)
     sh(project, sys.executable, "-m", "workflow.dag")
     sh(project, sys.executable, "-m", "snakemake", "--cores", "2", "results/summary.csv")

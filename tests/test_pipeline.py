@@ -1,14 +1,12 @@
 """End to end on real CIFAR-10 images: Snakemake runs the DAG, DVC versions it, both agree on what is current."""
-import os
 import re
-import subprocess
 import sys
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import CIFAR_NPZ, copy_project
+from conftest import CIFAR_NPZ, cifar_project, sh
 
 pytestmark = pytest.mark.slow
 
@@ -28,14 +26,6 @@ RGB_BRANCH = {"train-mobilenetv2-rgb", "export-mobilenetv2-rgb", "pipeline-local
     f"quantize-mobilenetv2-rgb-{artifact}" for artifact in ("onnx-int8-dynamic", "onnx-int8-static")}
 
 
-def sh(project, *cmd, check=True):
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(list(cmd), cwd=project, capture_output=True, text=True, env=env, timeout=1200)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
 def snakemake_plan(project):
     out = sh(project, sys.executable, "-m", "snakemake", "-n", "--cores", "2").stdout
     return re.findall(r"^(?:local)?rule (\w+):", out, re.M), out
@@ -53,11 +43,7 @@ def keep_baseline_matrix(project):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    if not CIFAR_NPZ.exists():
-        pytest.skip(f"{CIFAR_NPZ} not present")
-    project = tmp_path_factory.mktemp("project")
-    copy_project(project)
-    sh(project, sys.executable, "-m", "workflow.set_params", *TINY)
+    project = cifar_project(tmp_path_factory, "project", TINY)
     keep_baseline_matrix(project)
     sh(project, sys.executable, "-m", "workflow.dag")
     sh(project, "git", "init", "-q")

@@ -8,6 +8,7 @@ import torch
 from conftest import tiny_params, write_params
 from workflow import export as export_stage
 from workflow import prune as prune_stage
+from workflow.models import load_checkpoint
 from workflow.onnx_stats import onnx_stats
 
 RATIO = 0.15
@@ -48,7 +49,7 @@ def test_each_pass_removes_about_the_ratio_of_channels(pruned):
 
 def test_pruned_checkpoint_rebuilds_runs_and_exports(pruned, packed_dir, trained, tmp_path):
     params, out = pruned
-    model, ckpt = export_stage.load_checkpoint(out / "model.pt")
+    model, ckpt = load_checkpoint(out / "model.pt")
     assert sum(p.numel() for p in model.parameters()) == json.loads((out / "train_metrics.json").read_text())["params"]
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 32, 32), torch.zeros(2, 2, 16, 16)).shape == (2, 10)

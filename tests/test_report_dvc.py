@@ -1,17 +1,15 @@
 """End to end on real CIFAR-10 images: paper tables, plots and the Snakemake report from a real
 run; the DVC round trip through the default remote; `dvc exp run -S` with metrics and plots diffs."""
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import CIFAR_NPZ, copy_project
+from conftest import CIFAR_NPZ, cifar_project, sh
 from workflow.papers import NOT_COMPARABLE, NOT_RUN, PAPERS, WITHIN, DIFFERS
 
 pytestmark = pytest.mark.slow
@@ -32,14 +30,6 @@ TRACKED = ["data/packed", "results/models", "results/artifacts", "results/eval",
            "results/summary.csv", "results/summary.md", "results/papers", "results/plots"]
 
 
-def sh(project, *cmd, check=True, timeout=1200):
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(list(cmd), cwd=project, capture_output=True, text=True, env=env, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
 def snapshot(project):
     files = {}
     for item in TRACKED:
@@ -56,11 +46,7 @@ def snakemake_jobs(project, *targets):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    if not CIFAR_NPZ.exists():
-        pytest.skip(f"{CIFAR_NPZ} not present")
-    project = tmp_path_factory.mktemp("report-project")
-    copy_project(project)
-    sh(project, sys.executable, "-m", "workflow.set_params", *TINY)
+    project = cifar_project(tmp_path_factory, "report-project", TINY)
     sh(project, sys.executable, "-m", "workflow.dag")
     sh(project, "git", "init", "-q")
     sh(project, "git", "add", "-A")

@@ -7,8 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import CIFAR_NPZ, copy_project
-from test_pipeline import sh
+from conftest import CIFAR_NPZ, cifar_project, sh
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +22,7 @@ TINY = ["targets=[onnx, tflite]", "data.source=npz", f"data.path={CIFAR_NPZ}", "
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    if not CIFAR_NPZ.exists():
-        pytest.skip(f"{CIFAR_NPZ} not present")
-    project = tmp_path_factory.mktemp("tflite-project")
-    copy_project(project)
-    sh(project, sys.executable, "-m", "workflow.set_params", *TINY)
+    project = cifar_project(tmp_path_factory, "tflite-project", TINY)
     sh(project, sys.executable, "-m", "snakemake", "--cores", "2", "results/summary.csv")
     return project
 

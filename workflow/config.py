@@ -187,20 +187,25 @@ def check_device(params, device):
                         f"({', '.join(params['benchmark']['devices'])})")
 
 
-def load_params(path="params.yaml"):
+def read_yaml(path, missing, expected):
+    """The mapping a YAML file holds; a one-line error naming the file when it is absent (``missing``
+    says what to do), not YAML (with the line) or not a mapping (``expected`` says of what)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{path}: file not found (run from the repository root)") from None
-    try:
-        params = yaml.safe_load(text)
+        raise UserError(f"{path}: {missing}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
-    if not isinstance(params, dict):
-        raise UserError(f"{path}: expected a mapping of sections at the top level")
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: expected a mapping of {expected}")
+    return doc
+
+
+def load_params(path="params.yaml"):
+    params = read_yaml(path, "file not found (run from the repository root)", "sections at the top level")
     return validate(params, str(path))
 
 

@@ -10,7 +10,6 @@ The model is written only after the parity check passes; a report beside it
 (<artifact>.json) records the maximum absolute difference.
 """
 import argparse
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -23,20 +22,8 @@ from workflow.config import load_params, params_hash
 from workflow.datasets import open_packed, to_model_inputs
 from workflow.errors import UserError, cli
 from workflow.io import atomic_path, sha256_file, write_json
-from workflow.models import build_from_checkpoint
+from workflow.models import load_checkpoint
 from workflow.provenance import provenance
-
-
-def load_checkpoint(path):
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        model = build_from_checkpoint(ckpt)
-    except FileNotFoundError:
-        raise UserError(f"{path}: checkpoint not found (run the train stage)") from None
-    except Exception as err:  # noqa: BLE001 - unpickling or state-dict mismatch means a bad file
-        raise UserError(f"{path}: corrupt or incompatible checkpoint ({type(err).__name__}: "
-                        f"{str(err).splitlines()[0][:120]})") from None
-    return model.eval(), ckpt
 
 
 def export_onnx(model, ckpt, path, cfg):

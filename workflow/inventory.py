@@ -23,16 +23,12 @@ DEFAULTS = {"port": 22, "agent": False, "key_file": None, "python": "python3", "
 
 def load_inventory(path=DEFAULT_INVENTORY):
     """{device name: profile with defaults filled in}; an absent file is an empty inventory."""
-    from workflow.config import _describe  # one wording for every schema error
+    from workflow.config import _describe, read_yaml  # one wording for every schema error
 
     path = Path(path)
     if not path.exists():
         return {}
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise UserError(f"{path}: not valid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
+    doc = read_yaml(path, "file not found", "sections (devices: name -> SSH profile)")
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     errors = list(jsonschema.Draft202012Validator(schema).iter_errors(doc))
     if errors:

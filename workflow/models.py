@@ -30,6 +30,8 @@ import torch
 from torch import nn
 import torchvision
 
+from workflow.errors import UserError
+
 # ImageNet statistics in 0..255 units; for Y/U/V the same statistics pass through the
 # colour matrix, so both input formats start from identically normalised signals.
 RGB_MEAN = (123.675, 116.28, 103.53)
@@ -193,6 +195,19 @@ def build_from_checkpoint(ckpt):
         apply_layer_shapes(model, ckpt["layer_shapes"])
     model.load_state_dict(ckpt["state_dict"])
     return model
+
+
+def load_checkpoint(path, role="model"):
+    """(model in eval mode, checkpoint dict) of a model.pt; a one-line error naming the file and its role."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        model = build_from_checkpoint(ckpt)
+    except FileNotFoundError:
+        raise UserError(f"{path}: {role} checkpoint not found (train that model first)") from None
+    except Exception as err:  # noqa: BLE001 - unpickling or state-dict mismatch means a bad file
+        raise UserError(f"{path}: corrupt or incompatible {role} checkpoint ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0][:120]})") from None
+    return model.eval(), ckpt
 
 
 def example_inputs(input_format, height, width, batch=1):

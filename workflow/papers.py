@@ -18,15 +18,13 @@ Writes ``table.md``, ``table.csv``, ``table.tex`` and ``verdicts.json`` (DVC met
 Nothing is estimated: a value is either read from a result table or it is absent.
 """
 import argparse
-import json
 import math
 import re
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from workflow.config import load_params
+from workflow.config import load_params, read_yaml
 from workflow.errors import UserError, cli
 from workflow.io import atomic_path, read_json, write_json, write_text
 
@@ -62,26 +60,15 @@ class Missing(Exception):
 
 
 # ----------------------------------------------------------------------------- inputs
-def read_yaml(path, what):
-    try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: {what} not found") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({getattr(err, 'problem', err)})") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{path}: expected a mapping")
-    return doc
-
-
 def load_paper(paper, root=PAPERS_DIR):
     """(published reference, mapping, {'small': overlay, 'full': overlay}) of one paper."""
     if paper not in PAPERS:
         raise UserError(f"--paper {paper!r}: unknown paper (known: {', '.join(PAPERS)})")
     root = Path(root)
-    reference = read_yaml(root / f"{paper}.yaml", "published reference")
-    mapping = read_yaml(root / paper / "mapping.yaml", "paper mapping")
-    overlays = {scale: read_yaml(root / paper / f"{scale}.yaml", f"{scale} configuration") or {}
+    reference = read_yaml(root / f"{paper}.yaml", "published reference not found", "experiments")
+    mapping = read_yaml(root / paper / "mapping.yaml", "paper mapping not found", "tables")
+    overlays = {scale: read_yaml(root / paper / f"{scale}.yaml", f"{scale} configuration not found",
+                                 "dotted params.yaml keys to values")
                 for scale in ("small", "full")}
     check_mapping(mapping, root / paper / "mapping.yaml")
     return reference, mapping, overlays

@@ -46,11 +46,10 @@ from torch.ao.quantization.quantize_fx import prepare_qat_fx
 from workflow.artifacts import write_failed
 from workflow.config import load_params, params_hash
 from workflow.errors import UserError, cli, positive_int
-from workflow.export import load_checkpoint
 from workflow.finetune import load_split_data, sgd, train_epoch, train_set
 from workflow.io import atomic_path, sha256_file, write_json
 from workflow.model_specs import QAT_DEFAULTS
-from workflow.models import _set_module, example_inputs
+from workflow.models import _set_module, example_inputs, load_checkpoint
 from workflow.provenance import provenance
 from workflow.quantize import (MIN_ARGMAX_AGREEMENT, ConversionFailed, fixed_batch, load_calibration, load_model,
                                parity, run_logits)

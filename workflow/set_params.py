@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from ruamel.yaml import YAML
 
-from workflow.config import validate
+from workflow.config import read_yaml, validate
 from workflow.errors import UserError, cli
 from workflow.io import write_text
 
@@ -30,15 +30,7 @@ def parse_assignments(assignments):
 
 def read_overlay(path):
     """A YAML file of dotted params.yaml keys -> values (a paper's small.yaml / full.yaml)."""
-    try:
-        values = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({getattr(err, 'problem', err)})") from None
-    if not isinstance(values, dict):
-        raise UserError(f"{path}: expected a mapping of dotted params.yaml keys to values")
-    return values
+    return read_yaml(path, "file not found", "dotted params.yaml keys to values")
 
 
 def set_keys(path, assignments):

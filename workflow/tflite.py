@@ -136,7 +136,7 @@ def convert_litert_torch(checkpoint, work, settings, calib_inputs):
     import litert_torch
     import torch
 
-    from workflow.export import load_checkpoint
+    from workflow.models import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint)
     example = tuple(torch.from_numpy(calib_inputs[name][:1]) for name in model.input_names)

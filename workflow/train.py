@@ -38,7 +38,7 @@ from workflow.distill import FeatureDistiller, output_kd_loss
 from workflow.errors import UserError, cli
 from workflow.io import atomic_path, read_json, sha256_file, write_json, write_text
 from workflow.model_specs import distill_settings, total_epochs
-from workflow.models import build_from_checkpoint, build_model
+from workflow.models import build_model, load_checkpoint
 from workflow.provenance import provenance
 
 
@@ -189,16 +189,10 @@ def model_train_config(params, spec):
 
 def load_frozen(path, role):
     """A trained model from its model.pt, frozen in eval mode (a teacher), and its checkpoint dict."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        model = build_from_checkpoint(ckpt)
-    except FileNotFoundError:
-        raise UserError(f"{path}: {role} checkpoint not found (train that model first)") from None
-    except Exception as err:  # noqa: BLE001 - unpickling or state-dict mismatch means a bad file
-        raise UserError(f"{path}: corrupt or incompatible {role} checkpoint ({type(err).__name__})") from None
+    model, ckpt = load_checkpoint(path, role)
     for p in model.parameters():
         p.requires_grad_(False)
-    return model.eval(), ckpt
+    return model, ckpt
 
 
 class Distillation:
