@@ -10,8 +10,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `import workflow` from any working directory
-SHARED = REPO.parent / "shared"
-CIFAR_NPZ = SHARED / "data" / "cifar10-partial" / "cifar10_partial.npz"
+# Real data shipped with the repository (each folder has its SOURCE.md): tests never read outside it.
+TEST_DATA = REPO / "tests" / "data"
+CIFAR_NPZ = TEST_DATA / "cifar10" / "cifar10_subset.npz"  # 1024 train / 256 test CIFAR-10 images
+COCO128 = TEST_DATA / "coco128"  # 32 COCO128 images with YOLO labels
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -21,7 +23,7 @@ def base_params():
 
 
 def tiny_params(**sections):
-    """params.yaml for the real CIFAR-10 images in ../shared, small enough for a test."""
+    """params.yaml for the in-repo real CIFAR-10 images, small enough for a test."""
     params = base_params()
     params["data"].update(source="npz", path=str(CIFAR_NPZ), train_subset=512, test_subset=256, calib_subset=32)
     params["train"].update(epochs=1, batch_size=64, num_threads=1)
@@ -79,10 +81,7 @@ def sh(project, *cmd, check=True, timeout=1200):
 
 
 def cifar_project(tmp_path_factory, name, assignments):
-    """A fresh project copy whose params.yaml has ``assignments`` (key=value, as ./run.sh -S) applied;
-    skips the test where the real CIFAR-10 images of ../shared are absent."""
-    if not CIFAR_NPZ.exists():
-        pytest.skip(f"{CIFAR_NPZ} not present")
+    """A fresh project copy whose params.yaml has ``assignments`` (key=value, as ./run.sh -S) applied."""
     project = copy_project(tmp_path_factory.mktemp(name))
     sh(project, sys.executable, "-m", "workflow.set_params", *assignments)
     return project
@@ -109,8 +108,6 @@ def assert_one_line_error(result, *fragments):
 
 @pytest.fixture(scope="session")
 def cifar_npz():
-    if not CIFAR_NPZ.exists():
-        pytest.skip(f"{CIFAR_NPZ} not present (the shared data folder sits beside the repository)")
     return CIFAR_NPZ
 
 

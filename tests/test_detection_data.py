@@ -4,17 +4,14 @@ import shutil
 
 import pytest
 
-from conftest import SHARED, assert_one_line_error, run_module, tiny_params, write_params
+from conftest import COCO128, assert_one_line_error, run_module, tiny_params, write_params
 
-COCO128 = SHARED / "data" / "coco128" / "coco128"
 NAMES = [f"c{i}" for i in range(80)]
 
 
 @pytest.fixture
 def source(tmp_path):
     """12 real COCO128 images with their labels (one of them a background image) in a YOLO folder."""
-    if not COCO128.exists():
-        pytest.skip(f"{COCO128} not present (the shared data folder sits beside the repository)")
     root = tmp_path / "src"
     (root / "images" / "train").mkdir(parents=True)
     (root / "labels" / "train").mkdir(parents=True)

@@ -8,12 +8,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import SHARED, copy_project
+from conftest import COCO128, copy_project
 
 pytestmark = pytest.mark.slow
 
 ENV = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
-COCO128 = SHARED / "data" / "coco128" / "coco128"
 TINY_MODELS = {
     "yolov5n": {"yaml": "yolov5n.yaml", "imgsz": 64,
                 "artifacts": ["onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "tflite-int8"]},
@@ -30,8 +29,6 @@ TINY_MODELS = {
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    if not COCO128.exists():
-        pytest.skip(f"{COCO128} not present")
     project = tmp_path_factory.mktemp("detproject")
     copy_project(project)
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -106,8 +103,6 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, monkeypatch)
     from workflow.detection.pack import pack
     from workflow.detection.train import train
 
-    if not COCO128.exists():
-        pytest.skip(f"{COCO128} not present")
     params = tiny_params()
     det = params["detection"]
     det["data"].update(path=str(COCO128), train_subset=8, val_subset=4, calib_subset=2)

@@ -4,7 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
-from conftest import CIFAR_NPZ, SHARED, assert_one_line_error, run_module, tiny_params, write_params
+from conftest import CIFAR_NPZ, TEST_DATA, assert_one_line_error, run_module, tiny_params, write_params
 from workflow.colorspace import rgb_to_i420
 from workflow.datasets import load_packed, open_packed
 from workflow.errors import UserError
@@ -91,8 +91,7 @@ def write_cifar_batches(root, cifar_npz):
             pickle.dump({"data": source["train_data"][rows], "labels": source["train_labels"][rows].tolist()}, f)
     with open(folder / "test_batch", "wb") as f:
         pickle.dump({"data": source["test_data"][:50], "labels": source["test_labels"][:50].tolist()}, f)
-    (folder / "batches.meta").write_bytes((SHARED / "data/cifar10-partial/cifar-10-batches-py-small-files/"
-                                           "batches.meta").read_bytes())
+    (folder / "batches.meta").write_bytes((TEST_DATA / "cifar10" / "batches.meta").read_bytes())
 
 
 def test_torchvision_cifar10_source(tmp_path, cifar_npz, monkeypatch):
@@ -149,7 +148,7 @@ def test_npz_with_wrong_keys(tmp_path):
 def test_subset_larger_than_split(tmp_path, cifar_npz):
     params = write_params(tmp_path / "params.yaml", tiny_params(data={"test_subset": 5000}))
     assert_one_line_error(run_module("pack", "--params", params, "--format", "rgb", "--out", tmp_path / "o"),
-                          "'data.test_subset'", "only 1017")
+                          "'data.test_subset'", "only 256")
 
 
 def test_corrupt_packed_file_is_named(tmp_path, packed_dir):

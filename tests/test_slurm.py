@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CIFAR_NPZ, REPO, copy_project, tiny_params, write_params
+from conftest import REPO, copy_project, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +37,6 @@ def missing_requirements():
         return "starting munged/slurmctld/slurmd needs root"
     if SLURM_CONF.exists() and MARKER not in SLURM_CONF.read_text():
         return f"{SLURM_CONF} belongs to a real cluster configuration; not overwriting it"
-    if not CIFAR_NPZ.exists():
-        return f"{CIFAR_NPZ} not present"
     return None
 
 
