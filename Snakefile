@@ -1,66 +1,45 @@
 # Edge-vision reproducibility workflow.
 #   snakemake --cores 2 results/summary.csv
-# params.yaml is the single source of truth; it is validated here (one-line error,
-# no job started) and by every stage. dvc.yaml is generated from the same file
-# (python -m workflow.dag) and tests/test_dag_parity.py keeps the two in step.
+# params.yaml is the single source of truth; it is validated here (one-line error, no job
+# started) and by every stage. workflow/dag.py declares each stage once: this file defines a
+# rule per stage family from those declarations, and dvc.yaml is written from the same ones
+# (python -m workflow.dag). When a run ends, DVC records the stages it completed (dvc.lock and
+# the DVC cache), so both tools share one state (rules/common.smk: record_in_dvc).
 
-import re
-from pathlib import Path
+import sys
 
-from workflow.dag import (FORMATS, PACKED, artifact_path, artifacts_by_producer, artifacts_of, benchmark_keys,
-                          device_deps, hailo_args, qat_args, quantize_args, report_path, stages, tflite_args,
-                          upstream_args)
-from workflow.detection import plan as det_plan
-from workflow.errors import UserError
+from workflow import layout
 from workflow.config import load_params
+from workflow.dag import plan
+from workflow.errors import UserError
 
 try:
-    P = load_params("params.yaml")
+    P = load_params(layout.PARAMS)
 except UserError as err:
     sys.stderr.write(f"error: {err}\n")
     sys.exit(2)
 
-DAG_STAGES = stages(P)  # the DVC stages; rules that mirror one exactly read its command from here
-MODELS = list(P["models"])
-# Pruned models come from the prune rule, all others from train (same outputs).
-PRUNED_MODELS = [m for m in MODELS if "prune" in P["models"][m]]
-TRAINED_MODELS = [m for m in MODELS if m not in PRUNED_MODELS]
-DEVICES = P["benchmark"]["devices"]
-PIPELINE = P["benchmark"]["pipeline"]
-DET = P.get("detection")
-for _device in DEVICES:
+PLAN = plan(P)  # every stage of dvc.yaml, with the rule of its family
+for _device in P["benchmark"]["devices"]:
+    # one benchmark (or pipeline table) at a time per device, so runs never compete for its cores
     workflow.global_resources.setdefault(f"device_{_device}", 1)
 
-wildcard_constraints:
-    fmt="|".join(FORMATS),
-    model="|".join(MODELS),
-    artifact="|".join(P["artifacts"]),
-    device="|".join(DEVICES),
+report: "workflow/report/workflow.rst"
 
 
 include: "rules/common.smk"
-include: "rules/data.smk"
-include: "rules/train.smk"
-include: "rules/export.smk"
-include: "rules/quantize.smk"
-include: "rules/prune.smk"
-include: "rules/qat.smk"
-include: "rules/tflite.smk"
-include: "rules/hailo.smk"
-include: "rules/evaluate.smk"
-include: "rules/benchmark.smk"
-include: "rules/aggregate.smk"
-include: "rules/pipeline.smk"
-include: "rules/papers.smk"
-include: "rules/report.smk"
-include: "rules/detection.smk"
+include: "rules/stages.smk"
 
 
 rule all:
     default_target: True
     input:
-        "results/summary.csv",
-        expand("results/papers/{paper}/table.md", paper=PAPERS),
-        plot_files(P),
-        # the detection track joins the default target only when enabled (rules/detection.smk)
-        *(["results/detection/summary.csv"] if P.get("detection", {}).get("enabled") else []),
+        default_targets(),
+
+
+onsuccess:
+    record_in_dvc(workflow)
+
+
+onerror:
+    record_in_dvc(workflow)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from workflow.config import load_params  # noqa: E402
 from workflow.detection.evaluate import evaluate  # noqa: E402
 from workflow.detection.export import ARTIFACTS, export  # noqa: E402
-from workflow.detection.plan import DATA, SUFFIX, model_dir  # noqa: E402
+from workflow.layout import DET_DATA, det_artifact_path, det_checkpoint  # noqa: E402
 from workflow.io import write_json  # noqa: E402
 from workflow.provenance import host_facts  # noqa: E402
 
@@ -41,14 +41,14 @@ KEYS = ("status", "reason", "map50_95", "map50", "size_bytes", "pre_mean_ms", "i
 def measure(params, model, size, work):
     params = copy.deepcopy(params)
     params["detection"]["models"][model]["imgsz"] = size
-    checkpoint = f"{model_dir(model)}/model.pt"
+    checkpoint = det_checkpoint(model)
     rows = {}
-    reference = evaluate(params, model, checkpoint, DATA, work / "pytorch.json")
+    reference = evaluate(params, model, checkpoint, DET_DATA, work / "pytorch.json")
     rows["pytorch"] = {k: reference.get(k) for k in KEYS}
     for artifact in ARTIFACTS:
-        out = work / f"{artifact}{SUFFIX[artifact.split('-')[0]]}"
-        report = export(params, model, artifact, checkpoint, DATA, out, work / "onnx-fp32.onnx")
-        result = evaluate(params, model, str(out), DATA, work / f"{artifact}-eval.json")
+        out = work / Path(det_artifact_path(model, artifact)).name
+        report = export(params, model, artifact, checkpoint, DET_DATA, out, work / "onnx-fp32.onnx")
+        result = evaluate(params, model, str(out), DET_DATA, work / f"{artifact}-eval.json")
         rows[artifact] = {k: result.get(k) for k in KEYS}
         rows[artifact]["export_seconds"] = report.get("seconds")
         rows[artifact]["output_max_abs_diff"] = report.get("parity", {}).get("max_abs_diff_vs_pytorch")
@@ -73,9 +73,9 @@ def main():
     args = parser.parse_args()
     os.chdir(REPO)  # the pipeline's relative layout (data/detection, results/detection)
     params = load_params(args.params)
-    if not Path(model_dir(args.model), "model.pt").is_file():
-        sys.exit(f"error: {model_dir(args.model)}/model.pt not found: run "
-                 f"snakemake --cores 2 {model_dir(args.model)}/model.pt first")
+    if not Path(det_checkpoint(args.model)).is_file():
+        sys.exit(f"error: {det_checkpoint(args.model)} not found: run "
+                 f"snakemake --cores 2 {det_checkpoint(args.model)} first")
     results = {"model": args.model, "threads": params["detection"]["evaluate"]["num_threads"],
                "collapse_ratio": COLLAPSE_RATIO, "collapse_levels": COLLAPSE_LEVELS, "host": host_facts(),
                "sizes": {}}

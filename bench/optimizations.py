@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from workflow.config import load_params  # noqa: E402
-from workflow.dag import artifacts_of, producer  # noqa: E402
+from workflow.producers import artifacts_of, producer  # noqa: E402
 from workflow.model_specs import total_epochs  # noqa: E402
 
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from workflow.config import load_params  # noqa: E402
-from workflow.dag import artifacts_of  # noqa: E402
+from workflow.producers import artifacts_of  # noqa: E402
 from workflow.io import read_json, write_json  # noqa: E402
 
 FLOAT_PRECISIONS = ("fp32", "fp16")

@@ -1,70 +1,58 @@
-# Input functions shared by the rules (Snakemake's linter wants functions apart from rules).
+# Functions of the Snakefile (Snakemake's linter wants functions apart from rules).
+import re
+from pathlib import Path
+
+from workflow.sync import record
+
+PLOT_CAPTIONS = {"pareto": "Pareto front", "bubble": "Bubble chart", "yuv_gain_vs_area": "YUV gain",
+                 "latency_distribution": "Latency distribution", "first_run_ratio": "First run"}
 
 
-def input_format(wildcards):
-    return P["models"][wildcards.model]["input_format"]
+def default_targets():
+    """The summary, every paper table and the plots; the detection summary when detection.enabled."""
+    return [s.outs[0] for s in PLAN.stages if s.rule.name in ("aggregate", "paper_table", "det_aggregate")] + \
+        [f for s in PLAN.stages if s.rule.name == "plots" for f in s.outs]
 
 
-def packed(name):
-    """Input function: a file of the model's own packed color format."""
-    return lambda wc: f"{PACKED}/{input_format(wc)}/{name}"
+def output(path, directories):
+    """A rule's output as Snakemake declares it: folders, and what goes into the HTML report."""
+    if path in directories:
+        return directory(path)
+    if path == layout.SUMMARY:
+        return report(path, category="Summary", caption="../workflow/report/summary.rst")
+    if path == f"{layout.paper_dir('{paper}')}/table.csv":
+        return report(path, category="Paper tables", subcategory="{paper}",
+                      caption="../workflow/report/paper_table.rst", labels={"paper": "{paper}"})
+    if path.startswith(layout.PLOTS_DIR) and path.endswith(".png"):
+        kind = Path(path).stem.split("-")[0]
+        return report(path, category="Plots", subcategory=PLOT_CAPTIONS[kind],
+                      caption=f"../workflow/report/plot_{kind}.rst")
+    return path
 
 
-def summary_inputs(wildcards):
-    files = []
-    for model in MODELS:
-        files.append(f"results/models/{model}/train_metrics.json")
-        for artifact in artifacts_of(P, model):
-            files += [report_path(model, artifact), f"results/eval/{model}/{artifact}.json"]
-            files += [f"results/bench/{device}/{model}/{artifact}.json" for device in DEVICES]
-    return files + pipeline_targets()
+def rule_outputs(rule):
+    patterns = rule.patterns(P)
+    return [output(path, patterns.dirs) for path in patterns.files]
 
 
-def pipeline_targets(wildcards=None):
-    """The pipeline tables of every device, when benchmark.pipeline.enabled."""
-    if not PIPELINE["enabled"]:
-        return []
-    return [f"results/pipeline/{device}/pipeline.json" for device in DEVICES]
+def wildcard_constraints_of(rule):
+    """Each wildcard matches exactly the values the rule's stages take (no other file is claimed)."""
+    return {w: "|".join(re.escape(v) for v in values) for w, values in PLAN.values(rule).items()}
 
 
-def plot_output(path):
-    """PNGs go into the report (category Plots, with a caption); SVGs are for papers."""
-    if not path.endswith(".png"):
-        return path
-    kind = Path(path).stem.split("-")[0]
-    return report(path, category="Plots", subcategory=PLOT_CAPTIONS[kind],
-                  caption=f"../workflow/report/plot_{kind}.rst")
+def job_resources(rule):
+    """{resource: function of the job's wildcards} over every resource the rule's stages ask for."""
+    names = {name for s in PLAN.stages if s.rule is rule for name in s.resources}
+    return {name: (lambda wc, rule=rule, name=name: PLAN.job(rule.name, wc).resources.get(name, 0))
+            for name in sorted(names)}
 
 
-# ----------------------------------------------------------------------------- detection track
-def det_local_yaml(wc):
-    path = Path("config/detection/models") / DET["models"][wc.det_model]["yaml"]
-    return [str(path)] if path.is_file() else []
-
-def det_parents(wc):
-    """The KD teacher's and the pruning source's checkpoints, when they are entries of this DAG."""
-    parents = (det_plan.teacher_model(DET, wc.det_model), det_plan.prune_source(DET, wc.det_model))
-    return [f"{det_plan.model_dir(p)}/model.pt" for p in parents if p]
-
-def det_export_inputs(wc, artifact):
-    files = [f"{det_plan.model_dir(wc.det_model)}/model.pt", f"{det_plan.DATA}/manifest.json",
-             "workflow/detection/export.py", "workflow/detection/runner.py"]
-    if artifact.startswith("onnx-int8"):
-        files += [det_plan.artifact_path(wc.det_model, "onnx-fp32"), "workflow/quantize.py"]
-    if artifact.endswith("int8"):
-        files.append(f"{det_plan.DATA}/calib.yaml")
-    return files
-
-def det_eval_inputs(wc):
-    files = [f"{det_plan.DATA}/manifest.json", f"{det_plan.DATA}/val_coco.json",
-             "workflow/detection/evaluate.py", "workflow/detection/runner.py"]
-    if wc.det_eval == "pytorch":
-        return files + [f"{det_plan.model_dir(wc.det_model)}/model.pt"]
-    return files + [det_plan.artifact_path(wc.det_model, wc.det_eval),
-                    det_plan.report_path(wc.det_model, wc.det_eval)]
-
-
-
-def hailo_options(step):
-    """Options of one step of workflow.hailo for the job's artifact (rules/hailo.smk)."""
-    return lambda wc: f" {hailo_args(P['artifacts'][wc.artifact], step)}".rstrip()
+def record_in_dvc(workflow):
+    """When a run ends (done or failed): DVC records the stages whose jobs are complete: finished in
+    this run, or up to date with Snakemake's metadata. Not after --touch (workflow.sync)."""
+    if workflow.touch:
+        return
+    dag, persistence = workflow.dag, workflow.persistence
+    complete = [PLAN.job(job.rule.name, job.wildcards_dict).name for job in dag.jobs if job.rule.name in PLAN.rule
+                and (dag.finished(job) or (not dag.needrun(job) and persistence.has_metadata(job)))]
+    record(P, complete)

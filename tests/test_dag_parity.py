@@ -1,35 +1,58 @@
-"""Snakemake and DVC run the same DAG: same commands, same outputs, DVC's deps among Snakemake's inputs."""
-import re
-import shutil
+"""Snakemake and DVC run the same DAG, compared in both directions: the same stages, commands,
+outputs, dependencies (equal sets) and params, each as the tool itself reads it (Snakemake's own
+job objects, dvc.yaml as written); dvc.yaml stays what params.yaml gives; planning stays light."""
+import ast
+import json
 import subprocess
 import sys
 
-import pytest
+import yaml
 
-from conftest import REPO, tiny_params, write_params
+from conftest import REPO, sh, tiny_params, write_params
 from workflow.config import load_params
-from workflow.dag import dvc_yaml, stages
+from workflow.dag import CHECK_STAGE, dvc_yaml, param_value, stages
+from workflow.layout import DVC_YAML_CHECK
 
-WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "profiles", "config")
+WORKFLOW_FILES = ("Snakefile", "rules", "workflow", "profiles", "config", "envs")
+# Every job of a forced dry run as Snakemake builds it (its Python API), printed as JSON.
+SNAKEMAKE_JOBS = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import DAGSettings, OutputSettings, Quietness, ResourceSettings
+
+with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+    workflow = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path("Snakefile"),
+                            workdir=Path(".")).dag(dag_settings=DAGSettings(targets={sys.argv[1]},
+                                                                             forceall=True)).workflow_api._workflow
+    workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)
+    workflow._build_dag()
+    print(json.dumps([{"rule": job.rule.name, "input": list(job.input), "output": list(job.output),
+                       "params": dict(job.params.items()), "shell": job.shellcmd}
+                      for job in workflow.dag.jobs if job.rule.name != "all"]))
+"""
 
 
 def snakemake_jobs(workdir, target="all"):
-    """Every job of a forced dry run: {frozenset(outputs): (rule, inputs, shell command)}."""
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--cores", "1", target],
-                            cwd=workdir, capture_output=True, text=True, check=True)
-    jobs = {}
-    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", result.stdout):
-        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
-        if not rule or rule.group(1) == "all":  # the default target has no outputs
-            continue
-        field = lambda name: [f.strip() for f in re.search(rf"^    {name}: (.*)$", block, re.M).group(1).split(",")]
-        command = re.search(r"^Shell command: (.*)$", block, re.M).group(1).strip()
-        command = re.sub(r" > logs/\S+\.log 2>&1$", "", command)  # Snakemake keeps a log per job; DVC does not
-        jobs[frozenset(field("output"))] = (rule.group(1), set(field("input")), command)
-    return jobs
+    """{frozenset(outputs): job} of every job Snakemake plans for ``target``."""
+    out = sh(workdir, sys.executable, "-c", SNAKEMAKE_JOBS, target).stdout
+    return {frozenset(job["output"]): job for job in json.loads(out)}
+
+
+def dvc_stages(workdir):
+    """{frozenset(outputs): (name, stage entry)} of dvc.yaml, without its check stage."""
+    doc = yaml.safe_load((workdir / "dvc.yaml").read_text())["stages"]
+    assert list(doc)[0] == CHECK_STAGE and doc[CHECK_STAGE]["outs"] == [DVC_YAML_CHECK]
+    found = {}
+    for name, entry in doc.items():
+        if name != CHECK_STAGE:
+            outputs = entry.get("outs", []) + [next(iter(m)) for m in entry.get("metrics", []) + entry.get("plots", [])]
+            found[frozenset(outputs)] = (name, entry)
+    return found
 
 
 def workdir_with(tmp_path, params):
+    """A project folder running the repository's workflow on ``params`` (the test's own folders kept)."""
     for item in WORKFLOW_FILES:
         target = tmp_path / item
         if target.is_dir():  # the test's own folder (e.g. config/devices.yaml): link what it lacks
@@ -39,32 +62,39 @@ def workdir_with(tmp_path, params):
             continue
         target.symlink_to(REPO / item)
     write_params(tmp_path / "params.yaml", params)
+    sh(tmp_path, sys.executable, "-m", "workflow.dag")
     return tmp_path
 
 
-def check_parity(workdir, params):
-    jobs = snakemake_jobs(workdir)
-    dvc_stages = stages(params)
-    assert len(jobs) == len(dvc_stages)
-    for stage in dvc_stages:
-        outputs = frozenset(stage.outs + stage.metrics + stage.plots)
-        assert outputs in jobs, f"{stage.name}: no Snakemake job with outputs {sorted(outputs)}"
-        rule, inputs, command = jobs[outputs]
-        assert command == stage.cmd, (stage.name, rule)
-        assert set(stage.deps) <= inputs, (stage.name, set(stage.deps) - inputs)
+def check_parity(workdir, params, target="all"):
+    jobs, dvc = snakemake_jobs(workdir, target), dvc_stages(workdir)
+    if target != "all":  # one branch of the DAG: the DVC stages that make its jobs' outputs
+        dvc = {outputs: stage for outputs, stage in dvc.items() if outputs in jobs}
+    assert set(jobs) == set(dvc), (sorted(map(sorted, set(jobs) - set(dvc)))[:3],
+                                   sorted(map(sorted, set(dvc) - set(jobs)))[:3])
+    produced = set().union(*jobs)
+    for outputs, (name, entry) in dvc.items():
+        job = jobs[outputs]
+        assert job["shell"].rsplit(" > logs/", 1)[0] == entry["cmd"], name  # Snakemake keeps a log per job
+        # DVC's root stages also wait for the check of dvc.yaml, which only DVC needs
+        deps = set(entry["deps"]) - ({DVC_YAML_CHECK} if not produced & set(entry["deps"]) else set())
+        assert set(job["input"]) == deps, (name, set(job["input"]) ^ deps)
+        keys = entry.get("params", [])
+        assert job["params"]["values"] == {key: param_value(params, key) for key in keys}, name
+    return jobs
 
 
-def test_default_params_dag_agrees():
+def test_default_params_dag_agrees(tmp_path):
     params = load_params(REPO / "params.yaml")
-    workdir = REPO
-    check_parity(workdir, params)
+    jobs = check_parity(workdir_with(tmp_path, params), params)
+    assert len(jobs) == len(stages(params))
 
 
 def test_changed_matrix_still_agrees(tmp_path):
     params = tiny_params()
     params["models"]["mnv2-wide-yuv"] = {"arch": "mobilenetv2", "width_mult": 1.0, "input_format": "yuv420"}
     # a ResNet-18 teacher, a YUV student distilled from it starting from a trained model, a pruned
-    # distilled student, and a QAT artifact with other settings
+    # distilled student, a QAT artifact with other settings, a litert-torch TFLite file, two devices
     params["models"]["resnet-teacher"] = {"arch": "resnet18", "width_mult": 1.0, "input_format": "rgb",
                                           "artifacts": ["onnx-fp32"]}
     params["models"]["kd-yuv"] = {"arch": "mobilenetv2", "width_mult": 0.5, "input_format": "yuv420",
@@ -73,10 +103,19 @@ def test_changed_matrix_still_agrees(tmp_path):
                                                                                 "teacher": "layer2"}]}}
     params["models"]["kd-yuv-pruned"] = {"arch": "mobilenetv2", "width_mult": 0.5, "input_format": "yuv420",
                                          "prune": {"from": "kd-yuv", "ratio": 0.3},
-                                         "artifacts": ["onnx-fp32", "onnx-int8-qat"]}
+                                         "artifacts": ["onnx-fp32", "onnx-int8-qat", "tflite-torch"]}
     params["artifacts"]["onnx-int8-qat"] = {"qat": {"epochs": 2, "lr": 0.01, "per_channel": False}}
+    params["artifacts"]["tflite-torch"] = {"tflite": {"precision": "fp32", "converter": "litert_torch"}}
     params["benchmark"]["threads"] = [1, 2, 4]
     check_parity(workdir_with(tmp_path, params), params)
+
+
+def test_detection_track_agrees(tmp_path):
+    params = tiny_params()
+    params["detection"]["enabled"] = True
+    jobs = check_parity(workdir_with(tmp_path, params), params, target="results/detection/summary.csv")
+    assert {job["rule"] for job in jobs.values()} >= {"det_pack", "det_train", "det_export_onnx",
+                                                      "det_export_tflite", "det_evaluate", "det_aggregate"}
 
 
 def test_committed_dvc_yaml_is_generated_from_params():
@@ -84,10 +123,55 @@ def test_committed_dvc_yaml_is_generated_from_params():
     assert (REPO / "dvc.yaml").read_text() == expected, "run: python -m workflow.dag"
 
 
-@pytest.mark.skipif(shutil.which("dvc") is None and not (REPO / ".venv/bin/dvc").exists(), reason="dvc missing")
 def test_dvc_parses_the_generated_file():
-    dvc = shutil.which("dvc") or str(REPO / ".venv/bin/dvc")
-    result = subprocess.run([dvc, "dag", "--md"], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    for stage in stages(load_params(REPO / "params.yaml")):
-        assert stage.name in result.stdout
+    result = sh(REPO, sys.executable, "-m", "dvc", "dag", "--md")
+    for stage in [CHECK_STAGE] + [s.name for s in stages(load_params(REPO / "params.yaml"))]:
+        assert stage in result.stdout
+
+
+def test_commands_hold_no_param_value():
+    """A changed value reruns stages through their params, never through a stale command in dvc.yaml."""
+    params = tiny_params()
+    changed = tiny_params()
+    changed["data"]["calib_subset"] = 16
+    changed["artifacts"]["onnx-int8-qat"]["qat"]["steps"] = 7
+    changed["artifacts"]["tflite-int8-full"]["tflite"]["io_type"] = "uint8"
+    changed["benchmark"]["threads"] = [1, 2]
+    assert dvc_yaml(changed) == dvc_yaml(params)
+
+
+def test_planning_imports_no_plotting_or_table_library():
+    code = ("import sys; from workflow.dag import plan; from workflow.config import load_params; "
+            "plan(load_params('params.yaml')); "
+            "print(sorted(m for m in ('matplotlib', 'pandas', 'torch', 'onnxruntime') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def workflow_imports():
+    """{module: the workflow modules it imports anywhere (function-level imports included)}."""
+    graph = {}
+    for path in (REPO / "workflow").rglob("*.py"):
+        name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        graph[name] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                graph[name] |= {a.name for a in node.names if a.name.startswith("workflow.")}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("workflow"):
+                packages = ("workflow", "workflow.detection")
+                graph[name] |= ({f"{node.module}.{a.name}" for a in node.names} if node.module in packages
+                                else {node.module})
+    return graph
+
+
+def test_workflow_modules_import_each_other_without_cycles():
+    graph = workflow_imports()
+    assert "workflow.inventory" in graph["workflow.config"]  # config checks devices against the inventory
+
+    def visit(module, path):
+        assert module not in path, " -> ".join(path + [module])
+        for other in sorted(graph.get(module, ())):
+            visit(other, path + [module])
+
+    for module in graph:
+        visit(module, [])

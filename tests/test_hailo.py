@@ -10,7 +10,7 @@ import os
 import pytest
 
 from conftest import REPO, assert_one_line_error, run_module, tiny_params, write_params
-from test_dag_parity import check_parity, snakemake_jobs, workdir_with
+from test_dag_parity import check_parity, workdir_with
 from workflow.dag import stages
 
 FAKES = REPO / "tests" / "fakes"
@@ -150,7 +150,6 @@ def test_hef_stages_only_with_hef_in_targets(tmp_path):
 
 def test_hef_dag_agrees_with_dvc(tmp_path):
     params = hef_params()
-    check_parity(workdir_with(tmp_path, params), params)
-    jobs = snakemake_jobs(tmp_path)
-    rules = {rule for rule, _, _ in jobs.values()}
+    jobs = check_parity(workdir_with(tmp_path, params), params)
+    rules = {job["rule"] for job in jobs.values()}
     assert {"hailo_translate", "hailo_optimize", "hailo_compile", "convert_tflite"} <= rules

@@ -101,7 +101,7 @@ def test_dag_parity_with_a_remote_device(tmp_path):
     import sys
 
     from test_dag_parity import check_parity, workdir_with
-    from workflow.dag import artifacts_of
+    from workflow.producers import artifacts_of
 
     write(tmp_path, {"rpi": GOOD})  # tmp_path/devices.yaml; config/ is the repository's
     params = tiny_params(benchmark={"devices": ["local", "rpi"], "inventory": "devices.yaml"})

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from workflow import layout
 from workflow.config import load_params
-from workflow.dag import FILE_SUFFIX, artifacts_of
 from workflow.device_runner import RUNTIME_BY_SUFFIX
 from workflow.errors import UserError, cli
 from workflow.io import atomic_path, read_json, write_text
+from workflow.producers import artifacts_of
 
 COLUMNS = [
     "model", "arch", "width_mult", "input_format", "teacher", "kd_type", "kd_alpha", "prune_ratio", "prune_iteration",
@@ -52,7 +53,7 @@ def artifact_columns(params, artifact, report):
             "precision": report.get("precision", artifact.split("-", 1)[1]),
             "quant_method": "qat" if "qat" in entry else report.get("quant_method", quantize.get("method")),
             "calibration": report.get("calibration"),
-            "runtime": RUNTIME_BY_SUFFIX[FILE_SUFFIX[artifact.split("-")[0]]]}
+            "runtime": RUNTIME_BY_SUFFIX[layout.FILE_SUFFIX[layout.file_format(artifact)]]}
 
 
 def delegates(params, artifact, bench):
@@ -76,14 +77,13 @@ def optimization_columns(train):
 
 
 def rows(params, results):
-    results = Path(results)
     for model, spec in params["models"].items():
-        train = read_json(results / "models" / model / "train_metrics.json")
+        train = read_json(layout.train_metrics(model, results))
         for artifact in artifacts_of(params, model):
-            report = read_json(results / "artifacts" / model / f"{artifact}.json")
-            evaluation = read_json(results / "eval" / model / f"{artifact}.json")
+            report = read_json(layout.report_path(model, artifact, results))
+            evaluation = read_json(layout.eval_path(model, artifact, results))
             for device in params["benchmark"]["devices"]:
-                bench = read_json(results / "bench" / device / model / f"{artifact}.json")
+                bench = read_json(layout.bench_path(device, model, artifact, results))
                 for delegate, run in delegates(params, artifact, bench):
                     row = {"model": model, "arch": spec["arch"], "width_mult": spec["width_mult"],
                            "input_format": spec["input_format"], **optimization_columns(train), "artifact": artifact,
@@ -124,7 +124,7 @@ def pipeline_markdown(params, results):
         return ""
     text = "\n## Pre-processing pipeline: RGB (resize + YUV->RGB + infer) vs YUV 4:2:0 (resize + infer)\n"
     for device in params["benchmark"]["devices"]:
-        table = pd.DataFrame(read_json(Path(results) / "pipeline" / device / "pipeline.json")["table"])
+        table = pd.DataFrame(read_json(layout.pipeline_json(device, results))["table"])
         columns = ["width", "height", "status", "rgb_latency_ms", "rgb_single_fps", "rgb_multi_fps", "yuv_latency_ms",
                    "yuv_single_fps", "yuv_multi_fps", "gain_latency_pct", "gain_single_pct", "gain_multi_pct"]
         table = table.reindex(columns=columns + (["reason"] if (table["status"] != "ok").any() else []))
@@ -147,8 +147,8 @@ def aggregate(params, results, out):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--results", default="results")
-    parser.add_argument("--out", default="results/summary.csv")
+    parser.add_argument("--results", default=layout.RESULTS)
+    parser.add_argument("--out", default=layout.SUMMARY)
     args = parser.parse_args(argv)
     table = aggregate(load_params(args.params), args.results, args.out)
     print(f"wrote {args.out} ({len(table)} rows) and {Path(args.out).with_suffix('.md')}")

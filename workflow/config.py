@@ -12,48 +12,11 @@ import jsonschema
 import yaml
 
 from workflow.errors import UserError
+from workflow.inventory import LOCAL, load_inventory
 from workflow.model_specs import check_links
+from workflow.schema import describe, read_yaml
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "params.schema.yaml"
-
-
-def _key_path(error):
-    parts = [str(p) for p in error.absolute_path]
-    return ".".join(parts) if parts else "<top level>"
-
-
-def _describe(error):
-    """One line: the key, the bad value and what the schema allows."""
-    key = _key_path(error)
-    value = json.dumps(error.instance, default=str)
-    if len(value) > 60:
-        value = value[:57] + "..."
-    validator, expected = error.validator, error.validator_value
-    if validator == "enum":
-        allowed = "one of " + ", ".join(json.dumps(v) for v in expected)
-    elif validator == "type":
-        allowed = f"a value of type {expected}"
-    elif validator == "required":
-        missing = [k for k in expected if k not in (error.instance or {})]
-        return f"key '{key}': missing required key(s) {', '.join(missing)}"
-    elif validator == "additionalProperties":
-        allowed_keys = sorted(error.schema.get("properties", {}))
-        unknown = sorted(set(error.instance) - set(allowed_keys))
-        where = "" if key == "<top level>" else f"'{key}' "
-        return (f"unknown key(s) {', '.join(repr(k) for k in unknown)} in {where or 'the top level '}"
-                f"(allowed: {', '.join(allowed_keys)})")
-    elif validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        words = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
-        allowed = f"a number {words[validator]} {expected}"
-    elif validator in ("minItems", "maxItems", "minProperties", "uniqueItems", "minLength", "maxLength"):
-        allowed = f"{validator} {expected}"
-    elif validator == "pattern":
-        allowed = f"a name matching {expected}"
-    elif validator == "propertyNames":
-        allowed = f"names matching {expected.get('pattern', expected)}"
-    else:
-        allowed = error.message
-    return f"key '{key}': got {value}, expected {allowed}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,7 +30,7 @@ def validate(params, source="params.yaml"):
     errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), e.path))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
-        raise UserError(f"{source}: {_describe(best)}")
+        raise UserError(f"{source}: {describe(best)}")
     _check_semantics(params, source)
     return params
 
@@ -111,8 +74,6 @@ def _check_semantics(params, source):
 
 def _check_devices(params, source):
     """Every device but `local` must have a profile in the inventory (config/devices.yaml)."""
-    from workflow.inventory import LOCAL, load_inventory
-
     inventory_path = params["benchmark"]["inventory"]
     remote = [d for d in params["benchmark"]["devices"] if d != LOCAL]
     inventory = load_inventory(inventory_path) if remote else {}
@@ -185,23 +146,6 @@ def check_device(params, device):
     if device not in params["benchmark"]["devices"]:
         raise UserError(f"--device {device!r} is not in params.yaml benchmark.devices "
                         f"({', '.join(params['benchmark']['devices'])})")
-
-
-def read_yaml(path, missing, expected):
-    """The mapping a YAML file holds; a one-line error naming the file when it is absent (``missing``
-    says what to do), not YAML (with the line) or not a mapping (``expected`` says of what)."""
-    path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: {missing}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{path}: expected a mapping of {expected}")
-    return doc
 
 
 def load_params(path="params.yaml"):

@@ -7,6 +7,7 @@ noise), and the same determinism: the epoch's shuffling and augmentation derive 
 import torch
 from torch import nn
 
+from workflow import layout
 from workflow.train import build_augment, seed_everything, TrainSet
 
 
@@ -60,10 +61,10 @@ def load_split_data(data_dir, input_format):
     from workflow.train import test_inputs
 
     data_dir = Path(data_dir)
-    rgb_manifest = read_json(data_dir / "rgb" / "manifest.json")
-    manifest = read_json(data_dir / input_format / "manifest.json")
-    train_images, train_labels = load_packed(data_dir / "rgb" / "train.npy", rgb_manifest, "train")
-    test_images, test_labels = load_packed(data_dir / input_format / "test.npy", manifest, "test")
+    rgb_manifest = read_json(layout.packed_manifest("rgb", data_dir))
+    manifest = read_json(layout.packed_manifest(input_format, data_dir))
+    train_images, train_labels = load_packed(layout.packed_split("rgb", "train", data_dir), rgb_manifest, "train")
+    test_images, test_labels = load_packed(layout.packed_split(input_format, "test", data_dir), manifest, "test")
     return {"train_images": train_images, "train_labels": train_labels,
             "test_x": test_inputs(test_images, input_format, manifest["height"], manifest["width"]),
             "test_y": torch.from_numpy(test_labels), "manifest": manifest,

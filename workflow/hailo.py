@@ -44,6 +44,7 @@ from workflow.config import HAILO_CALIB_SIZE, load_params, params_hash
 from workflow.datasets import load_packed, to_model_inputs
 from workflow.errors import UserError, cli, positive_int
 from workflow.io import atomic_path, read_json, sha256_file, write_json, write_text
+from workflow.producers import ARTIFACT_HELP, parse_args
 from workflow.provenance import provenance
 
 HW_ARCHS = ("hailo8", "hailo8l", "hailo15h", "hailo15m")
@@ -239,8 +240,9 @@ def main(argv=None):
     c.add_argument("--har", required=True, help="the quantized .har")
     for sub in (t, o, c):
         sub.add_argument("--params", default="params.yaml")
+        sub.add_argument("--artifact", help=ARTIFACT_HELP)
         sub.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, subcommand=True)
     load_params(args.params)  # every stage validates params.yaml
     if args.step == "translate":
         report = translate(args.model, args.hw_arch, args.out)

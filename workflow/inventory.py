@@ -12,6 +12,7 @@ import jsonschema
 import yaml
 
 from workflow.errors import UserError
+from workflow.schema import describe, read_yaml
 
 LOCAL = "local"
 DEFAULT_INVENTORY = "config/devices.yaml"
@@ -23,8 +24,6 @@ DEFAULTS = {"port": 22, "agent": False, "key_file": None, "python": "python3", "
 
 def load_inventory(path=DEFAULT_INVENTORY):
     """{device name: profile with defaults filled in}; an absent file is an empty inventory."""
-    from workflow.config import _describe, read_yaml  # one wording for every schema error
-
     path = Path(path)
     if not path.exists():
         return {}
@@ -37,7 +36,7 @@ def load_inventory(path=DEFAULT_INVENTORY):
             key = ".".join(str(p) for p in best.absolute_path)
             raise UserError(f"{path}: key '{key}': got {best.instance!r}, expected a value matching "
                             f"{best.validator_value} (no spaces or shell metacharacters)")
-        raise UserError(f"{path}: {_describe(best)}")
+        raise UserError(f"{path}: {describe(best)}")
     devices = {}
     for name, entry in (doc["devices"] or {}).items():
         where = f"{path}: key 'devices.{name}"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workflow import layout
 from workflow.colorspace import rgb_to_i420
 from workflow.config import load_params, params_hash
 from workflow.datasets import load_source, write_packed
@@ -61,7 +62,7 @@ def pack(params, color_format, out_dir):
         images, labels = subsets[split]
         if color_format == "yuv420":
             images = rgb_to_i420(images, data["yuv_matrix"])
-        path = out_dir / f"{split}.npy"
+        path = Path(layout.split_file(out_dir, split))
         write_packed(path, images, labels)
         manifest["splits"][split] = {
             "file": path.name, "count": int(len(labels)), "sha256": sha256_file(path),
@@ -69,7 +70,7 @@ def pack(params, color_format, out_dir):
         }
     manifest["provenance"] = provenance(params_hash({"seed": params["seed"], "data": data}))
     # Written last: a manifest present means every split beside it is complete.
-    write_json(out_dir / "manifest.json", manifest)
+    write_json(layout.manifest_file(out_dir), manifest)
     return manifest
 
 

@@ -6,7 +6,7 @@
 Reads, for paper <id>:
 
 * ``config/papers/<id>.yaml``: the published reference (the extraction of the seed
-  document, copied unchanged from ../shared/papers);
+  document, copied unchanged from the project's source material);
 * ``config/papers/<id>/mapping.yaml``: which published cell goes with which
   reproduced value (the mapping format is documented in config/papers/README.md);
 * ``config/papers/<id>/small.yaml`` and ``full.yaml``: the params overlays of the
@@ -24,20 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow.config import load_params, read_yaml
+from workflow.config import load_params
 from workflow.errors import UserError, cli
 from workflow.io import atomic_path, read_json, write_json, write_text
+from workflow.layout import PAPERS, PAPERS_DIR, SOURCES
+from workflow.schema import read_yaml
 
-PAPERS_DIR = Path("config/papers")
-PAPERS = ("yuv420_mobilenetv2", "cifar_max78000", "od_quant_kd_imx8", "yolov4tiny_pruning", "rtbench_tflite")
-# Result tables a mapping can read, by the name used in mapping.yaml `source:`. A {name} in
-# the path matches one folder per device / model; the tables are stacked with that column.
-SOURCES = {
-    "summary": "results/summary.csv",                       # foundation + optimization variants
-    "pipeline": "results/pipeline/{device}/table.csv",      # pre-processing pipeline per resolution
-    "pruning": "results/models/{model}/prune_report.json",  # parameters per pruning iteration
-    "detection": "results/detection/summary.csv",           # detection track
-}
 WITHIN, DIFFERS, NOT_COMPARABLE, NOT_RUN = "within tolerance", "differs", "not comparable", "not run"
 VERDICTS = (WITHIN, DIFFERS, NOT_COMPARABLE, NOT_RUN)
 # When a reproduced value may be held against the published one:

@@ -28,24 +28,13 @@ import yaml  # noqa: E402
 from workflow.config import load_params  # noqa: E402
 from workflow.errors import UserError, cli  # noqa: E402
 from workflow.io import atomic_path, read_json  # noqa: E402
-from workflow.papers import PAPERS_DIR, SOURCES  # noqa: E402
+from workflow.layout import PAPERS_DIR, PLOT_FORMATS, PLOTS_DIR, SOURCES, YUV_GAIN_REFERENCE, plot_files  # noqa: E402
 
-FORMATS = ("png", "svg")
-YUV_PAPER = "yuv420_mobilenetv2"
-
-
-def plot_names(params):
-    """Every figure the stage writes (without extension)."""
-    return ([f"pareto-{device}" for device in params["benchmark"]["devices"]]
-            + ["bubble", "yuv_gain_vs_area", "latency_distribution", "first_run_ratio"])
-
-
-def plot_files(params, out="results/plots"):
-    return [f"{out}/{name}.{ext}" for name in plot_names(params) for ext in FORMATS]
+YUV_PAPER = YUV_GAIN_REFERENCE.stem
 
 
 def save(fig, out, name):
-    for ext in FORMATS:
+    for ext in PLOT_FORMATS:
         with atomic_path(Path(out) / f"{name}.{ext}") as tmp:
             # metadata without dates: the same data gives the same file
             fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight",
@@ -243,7 +232,7 @@ def main(argv=None):
     parser.add_argument("--pipeline", nargs="*", default=[],
                         help=f"pipeline benchmark tables, {SOURCES['pipeline']}")
     parser.add_argument("--bench", nargs="*", default=[], help="benchmark JSONs for the latency distributions")
-    parser.add_argument("--out", default="results/plots")
+    parser.add_argument("--out", default=PLOTS_DIR)
     args = parser.parse_args(argv)
     params = load_params(args.params)
     make_plots(params, args.summary, args.bench, args.out, args.pipeline)

@@ -32,6 +32,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from workflow import layout
 from workflow.config import load_params, params_hash
 from workflow.errors import UserError, cli
 from workflow.finetune import load_split_data, sgd, train_epoch, train_set
@@ -168,7 +169,7 @@ def main(argv=None):
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", required=True, help="a key of params.yaml models with a prune section")
     parser.add_argument("--source", required=True, help="model.pt of the model named by prune.from")
-    parser.add_argument("--data", default="data/packed", help="folder with the packed rgb/ and <format>/ splits")
+    parser.add_argument("--data", default=layout.PACKED, help="folder with the packed rgb/ and <format>/ splits")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     report, metrics = prune(load_params(args.params), args.model, args.source, args.data, args.out)

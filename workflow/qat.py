@@ -43,6 +43,7 @@ from torch.ao.quantization import (FakeQuantize, MovingAverageMinMaxObserver, Mo
                                    QConfig, QConfigMapping, disable_observer)
 from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
+from workflow import layout
 from workflow.artifacts import write_failed
 from workflow.config import load_params, params_hash
 from workflow.errors import UserError, cli, positive_int
@@ -50,6 +51,7 @@ from workflow.finetune import load_split_data, sgd, train_epoch, train_set
 from workflow.io import atomic_path, sha256_file, write_json
 from workflow.model_specs import QAT_DEFAULTS
 from workflow.models import _set_module, example_inputs, load_checkpoint
+from workflow.producers import ARTIFACT_HELP, parse_args
 from workflow.provenance import provenance
 from workflow.quantize import (MIN_ARGMAX_AGREEMENT, ConversionFailed, fixed_batch, load_calibration, load_model,
                                parity, run_logits)
@@ -187,7 +189,7 @@ def qat(params, checkpoint, reference, data_dir, out, settings):
     fmt, height, width = ckpt["spec"]["input_format"], ckpt["height"], ckpt["width"]
     data = load_split_data(data_dir, fmt)
     data_dir = Path(data_dir)
-    calib, manifest = data_dir / fmt / "calib.npy", data_dir / fmt / "manifest.json"
+    calib, manifest = layout.packed_split(fmt, "calib", data_dir), layout.packed_manifest(fmt, data_dir)
     calib_inputs, _ = load_calibration(calib, manifest, params["data"]["calib_subset"])
     out = Path(out)
     base = {"artifact": out.name, "format": "onnx", "precision": "int8", "input_format": fmt,
@@ -254,14 +256,15 @@ def main(argv=None):
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--checkpoint", required=True, help="the trained fp32 model.pt")
     parser.add_argument("--reference", required=True, help="its fp32 ONNX export (parity and size reference)")
-    parser.add_argument("--data", default="data/packed", help="folder with the packed rgb/ and <format>/ splits")
+    parser.add_argument("--data", default=layout.PACKED, help="folder with the packed rgb/ and <format>/ splits")
     parser.add_argument("--epochs", type=positive_int, default=QAT_DEFAULTS["epochs"])
     parser.add_argument("--steps", type=positive_int, help="optimizer steps per epoch (default: whole split)")
     parser.add_argument("--lr", type=float, default=QAT_DEFAULTS["lr"])
     parser.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=QAT_DEFAULTS["per_channel"])
     parser.add_argument("--freeze-bn-after", type=int, help="optimizer steps before BN statistics freeze")
+    parser.add_argument("--artifact", help=ARTIFACT_HELP)
     parser.add_argument("--out", required=True, help="output .onnx path")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     params = load_params(args.params)
     settings = {"epochs": args.epochs, "steps": args.steps, "lr": args.lr, "per_channel": args.per_channel,
                 "freeze_bn_after": args.freeze_bn_after}

@@ -46,6 +46,7 @@ from workflow.config import load_params, params_hash
 from workflow.datasets import load_packed, to_model_inputs
 from workflow.errors import UserError, cli, positive_int
 from workflow.io import atomic_path, read_json, sha256_file, write_json
+from workflow.producers import ARTIFACT_HELP, parse_args
 from workflow.provenance import provenance
 
 QUANT_TYPES = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}
@@ -285,8 +286,9 @@ def main(argv=None):
                         help="images per calibration batch (default 32; bounds calibration memory)")
     parser.add_argument("--percentile", type=percentile_value,
                         help="percentile calibration only (default 99.999)")
+    parser.add_argument("--artifact", help=ARTIFACT_HELP)
     parser.add_argument("--out", required=True, help="output .onnx path")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     params = load_params(args.params)  # every stage validates params.yaml
     settings = settings_from_args(args)
     report = quantize(params, args.model, args.calib, args.manifest, args.out, settings)

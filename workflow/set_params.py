@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 from ruamel.yaml import YAML
 
-from workflow.config import read_yaml, validate
+from workflow.config import validate
+from workflow.schema import read_yaml
 from workflow.errors import UserError, cli
 from workflow.io import write_text
 

@@ -44,6 +44,7 @@ from workflow.config import load_params, params_hash
 from workflow.datasets import load_packed, to_model_inputs
 from workflow.errors import UserError, cli, positive_int
 from workflow.io import atomic_path, read_json, sha256_file, write_json
+from workflow.producers import ARTIFACT_HELP, parse_args
 from workflow.provenance import provenance
 
 PRECISIONS = ("fp32", "fp16", "dynamic_int8", "int8")
@@ -279,8 +280,9 @@ def main(argv=None):
     parser.add_argument("--checkpoint", help="the PyTorch checkpoint (--converter litert_torch)")
     parser.add_argument("--calib", required=True, help="packed calibration split (also used for the parity check)")
     parser.add_argument("--manifest", required=True, help="the packed data's manifest.json")
+    parser.add_argument("--artifact", help=ARTIFACT_HELP)
     parser.add_argument("--out", required=True, help="output .tflite path")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     params = load_params(args.params)  # every stage validates params.yaml
     settings = settings_from_args(args)
     report = convert(params, args.model, args.calib, args.manifest, args.out, settings, args.checkpoint)

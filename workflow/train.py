@@ -31,6 +31,7 @@ from torch import nn
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from workflow import layout
 from workflow.colorspace import rgb_to_i420, split_i420
 from workflow.config import load_params, params_hash
 from workflow.datasets import load_packed
@@ -250,10 +251,10 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, in
     cfg, kd = model_train_config(params, spec), distill_settings(spec)
     fmt = spec["input_format"]
     data_dir = Path(data_dir)
-    rgb_manifest = read_json(data_dir / "rgb" / "manifest.json")
-    fmt_manifest = read_json(data_dir / fmt / "manifest.json")
-    train_images, train_labels = load_packed(data_dir / "rgb" / "train.npy", rgb_manifest, "train")
-    test_images, test_labels = load_packed(data_dir / fmt / "test.npy", fmt_manifest, "test")
+    rgb_manifest = read_json(layout.packed_manifest("rgb", data_dir))
+    fmt_manifest = read_json(layout.packed_manifest(fmt, data_dir))
+    train_images, train_labels = load_packed(layout.packed_split("rgb", "train", data_dir), rgb_manifest, "train")
+    test_images, test_labels = load_packed(layout.packed_split(fmt, "test", data_dir), fmt_manifest, "test")
     height, width = fmt_manifest["height"], fmt_manifest["width"]
     classes = fmt_manifest["classes"]
 
@@ -376,14 +377,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", required=True, help="a key of params.yaml models")
-    parser.add_argument("--data", default="data/packed", help="folder with the packed rgb/ and <format>/ splits")
+    parser.add_argument("--data", default=layout.PACKED, help="folder with the packed rgb/ and <format>/ splits")
     parser.add_argument("--out", required=True)
     parser.add_argument("--checkpoints", help="default: results/checkpoints/<model>")
     parser.add_argument("--teacher", help="the teacher's model.pt (models with distill)")
     parser.add_argument("--init", help="the model.pt the student starts from (distill.init)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    ckpt_dir = args.checkpoints or f"results/checkpoints/{args.model}"
+    ckpt_dir = args.checkpoints or layout.epoch_checkpoints(args.model)
     metrics = train(params, args.model, args.data, args.out, ckpt_dir, args.teacher, args.init)
     print(f"{args.model}: test top-1 {metrics['top1']:.4f} after {metrics['epochs']} epochs "
           f"({metrics['wall_time_s']:.0f} s)")

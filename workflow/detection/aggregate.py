@@ -19,6 +19,7 @@ import csv
 import io
 from pathlib import Path
 
+from workflow import layout
 from workflow.config import load_params
 from workflow.detection import plan
 from workflow.errors import UserError, cli
@@ -36,14 +37,13 @@ def rows(det, results):
     out = []
     classes = " ".join(det["data"].get("classes") or []) or "all"  # the packed classes (detection.data.classes)
     for model, spec in det["models"].items():
-        train = read_json(Path(results) / "models" / model / "train_metrics.json")
-        reference = read_json(Path(results) / "eval" / model / "pytorch.json")
+        train = read_json(Path(layout.det_model_dir(model, results)) / "train_metrics.json")
+        reference = read_json(layout.det_eval_path(model, "pytorch", results))
         prune = spec.get("prune") or {}
         for artifact in ("pytorch", *plan.model_artifacts(det, model)):
-            r = read_json(Path(results) / "eval" / model / f"{artifact}.json")
+            r = read_json(layout.det_eval_path(model, artifact, results))
             ok = r["status"] == "ok"
-            report_file = Path(results) / "artifacts" / model / f"{artifact}.json"
-            report = {} if artifact == "pytorch" else read_json(report_file)
+            report = {} if artifact == "pytorch" else read_json(layout.det_report_path(model, artifact, results))
             drop = (reference["map50_95"] - r["map50_95"]) if ok and reference.get("status") == "ok" else None
             out.append({
                 "task": "detection", "model": model, "base_yaml": spec["yaml"], "teacher": spec.get("teacher", ""),
@@ -100,8 +100,9 @@ def paper_tables(table):
          depth, ["model", "depth_code", "artifact", "size_bytes", "params", "map50", "infer_ms", "total_ms"]),
     ]
     text = ["# Detection tables of the seeds, measured by this pipeline\n",
-            "Published values are in ../shared/papers/<id>.yaml; the configuration here is the one in "
-            "params.yaml `detection` (see results/detection/summary.csv for every column).\n"]
+            f"Published values are in {layout.PAPERS_DIR}/<id>.yaml (beside the reproduced ones in "
+            f"{layout.paper_dir('<id>')}/table.md); the configuration here is the one in params.yaml `detection` "
+            f"(see {layout.DET_SUMMARY} for every column).\n"]
     for title, subset, columns in sections:
         text.append(f"\n## {title}\n\n")
         text.append(markdown(subset, columns) if subset else "No model of this kind in params.yaml.\n")
@@ -112,8 +113,8 @@ def paper_tables(table):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--results", default=plan.RESULTS)
-    parser.add_argument("--out", default=f"{plan.RESULTS}/summary.csv")
+    parser.add_argument("--results", default=layout.DET_RESULTS)
+    parser.add_argument("--out", default=layout.DET_SUMMARY)
     args = parser.parse_args(argv)
     params = load_params(args.params)
     if "detection" not in params:

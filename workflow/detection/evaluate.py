@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from workflow import layout
 from workflow.config import load_params, params_hash
 from workflow.detection.pack import verify_split
 from workflow.detection.plan import imgsz_hw
@@ -103,7 +104,7 @@ def main(argv=None):
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", required=True)
     parser.add_argument("--artifact", required=True)
-    parser.add_argument("--data", default="data/detection")
+    parser.add_argument("--data", default=layout.DET_DATA)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     r = evaluate(load_params(args.params), args.model, args.artifact, args.data, args.out)

@@ -37,6 +37,7 @@ import numpy as np
 import onnx
 
 from workflow.detection.ultra import OFFLINE_SETTINGS  # first: offline settings before ultralytics loads
+from workflow import layout
 from workflow.config import load_params, params_hash
 from workflow.detection.pack import verify_split
 from workflow.detection.runner import load_model, preprocess
@@ -208,7 +209,7 @@ def main(argv=None):
     parser.add_argument("--model", required=True)
     parser.add_argument("--artifact", required=True, choices=ARTIFACTS)
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data", default="data/detection")
+    parser.add_argument("--data", default=layout.DET_DATA)
     parser.add_argument("--source", help="the onnx-fp32 artifact (for the ONNX Runtime quantizers)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)

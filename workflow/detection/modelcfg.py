@@ -18,8 +18,9 @@ import re
 from pathlib import Path
 
 from workflow.errors import UserError
+from workflow.layout import DET_MODEL_CONFIGS, REPO
 
-LOCAL_MODELS = Path(__file__).resolve().parents[2] / "config" / "detection" / "models"
+LOCAL_MODELS = REPO / DET_MODEL_CONFIGS
 DEPTH_CODE = re.compile(r"^[0-9]{5}$")
 
 
@@ -32,7 +33,7 @@ def load_base(name):
     try:
         cfg = yaml_model_load(local if local.is_file() else name)
     except (FileNotFoundError, AssertionError) as err:
-        raise UserError(f"model yaml {name!r} not found in config/detection/models/ nor among ultralytics' "
+        raise UserError(f"model yaml {name!r} not found in {DET_MODEL_CONFIGS}/ nor among ultralytics' "
                         f"model yamls ({str(err).splitlines()[0][:100]})") from None
     scales = cfg.pop("scales", None)
     scale = guess_model_scale(name) or cfg.get("scale")

@@ -32,6 +32,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from workflow import layout
 from workflow.config import load_params, params_hash
 from workflow.errors import UserError, cli
 from workflow.io import sha256_file, write_json, write_text
@@ -287,7 +288,7 @@ def verify_split(data_dir, split):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--out", default="data/detection")
+    parser.add_argument("--out", default=layout.DET_DATA)
     args = parser.parse_args(argv)
     manifest = pack(load_params(args.params), args.out)
     counts = ", ".join(f"{k} {v['images']} images / {v['boxes']} boxes" for k, v in manifest["splits"].items())

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from workflow.detection.ultra import OFFLINE_SETTINGS  # first: offline settings before ultralytics loads
+from workflow import layout
 from workflow.config import load_params, params_hash
 from workflow.detection.modelcfg import write_model_yaml
 from workflow.detection.pack import verify_split
@@ -143,7 +144,7 @@ def train(params, name, data_dir, out_dir, checkpoints, teacher_cli, prune_from=
     (out_dir / "train_metrics.json").unlink(missing_ok=True)
     yaml_path = out_dir / "model.yaml"
     write_model_yaml(spec, manifest["nc"], yaml_path)
-    run_dir = Path(checkpoints or f"results/detection/checkpoints/{name}")
+    run_dir = Path(checkpoints or layout.det_epoch_checkpoints(name))
     torch.set_num_threads(det["train"]["num_threads"])
 
     start = time.perf_counter()
@@ -197,7 +198,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", required=True)
-    parser.add_argument("--data", default="data/detection")
+    parser.add_argument("--data", default=layout.DET_DATA)
     parser.add_argument("--out", required=True)
     parser.add_argument("--teacher", help="the teacher's model.pt when the teacher is a detection.models entry")
     parser.add_argument("--checkpoints", help="ultralytics run folder (default results/detection/checkpoints/<model>)")
