@@ -1,8 +1,9 @@
 """Loader throughput: the packed .npy format vs torchvision ImageFolder over PNG files vs an in-memory tensor.
 
-    .venv/bin/python bench/loader.py [--npz ../shared/data/cifar10-partial/cifar10_partial.npz] [--epochs 3]
+    .venv/bin/python bench/loader.py [--npz tests/data/cifar10/cifar10_subset.npz] [--epochs 3]
 
-The same images (the training split of the array file) are served three ways, each through a
+The same images (the training split of the array file; by default the repository's 1024 real
+CIFAR-10 training images) are served three ways, each through a
 torch DataLoader (batch 256, shuffled, no workers) yielding uint8 NCHW batches and labels:
 
 * ``imagefolder``: torchvision ImageFolder over one PNG per image (decoded by PIL each epoch),
@@ -92,7 +93,8 @@ def images_per_second(make_loader, epochs):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--npz", default=str(ROOT.parent / "shared/data/cifar10-partial/cifar10_partial.npz"))
+    p.add_argument("--npz", default=str(ROOT / "tests" / "data" / "cifar10" / "cifar10_subset.npz"),
+                   help="an array file of the npz source (README: offline use and dataset sources)")
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per loader (after one warm-up)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "loader.json"))
     args = p.parse_args()

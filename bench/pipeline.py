@@ -1,12 +1,13 @@
 """The default pipeline's wall time and peak memory on this machine, from a fresh copy of the repository.
 
-    .venv/bin/python bench/pipeline.py [--cores 2] [--npz ../shared/data/cifar10-partial/cifar10_partial.npz]
+    .venv/bin/python bench/pipeline.py [--cores 2] [--data-path DIR_OR_NPZ] [--detection-path DIR_OR_ZIP]
     .venv/bin/python bench/pipeline.py --detection [--cores 2]
 
-Copies the tracked files into a temporary project, points the dataset at the local array file
-(what ./run.sh -S data.source=npz -S data.path=... does; without internet that is the only
-source), runs `snakemake --cores N` (the default target: summary, paper tables, plots, as
-./run.sh) and records the wall time and the peak
+Copies the tracked files into a temporary project with params.yaml as it is (CIFAR-10 by the
+torchvision download, COCO128 by ultralytics'), or with the sources given (offline: a folder
+holding cifar-10-python.tar.gz or an .npz of at least 5000/1000 CIFAR-10 images, and a COCO128
+folder or zip; what ./run.sh -S data.path=... does), runs `snakemake --cores N` (the default
+target: summary, paper tables, plots, as ./run.sh) and records the wall time and the peak
 resident memory of the largest process of the run (RUSAGE_CHILDREN). Then it measures the
 orchestration overhead on that finished project (bench/orchestration.py). Writes
 bench/results/pipeline.json and bench/results/orchestration.json; targets: <= 15 min, <= 4 GB.
@@ -66,7 +67,8 @@ def rule_seconds(project):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cores", type=int, default=2)
-    p.add_argument("--npz", default=str(ROOT.parent / "shared/data/cifar10-partial/cifar10_partial.npz"))
+    p.add_argument("--data-path", help="data.path: a CIFAR-10 folder or .npz (default: params.yaml's)")
+    p.add_argument("--detection-path", help="detection.data.path: a COCO128 folder or .zip (default: params.yaml's)")
     p.add_argument("--detection", action="store_true", help="time results/detection/summary.csv instead")
     p.add_argument("--keep", action="store_true", help="keep the temporary project and print its path")
     args = p.parse_args()
@@ -75,8 +77,11 @@ def main():
     project = Path(tempfile.mkdtemp(prefix="pipeline-bench."))
     try:
         copy_project(project)
-        subprocess.run([sys.executable, "-m", "workflow.set_params", "data.source=npz", f"data.path={args.npz}"],
-                       cwd=project, check=True, env=env, capture_output=True)
+        sources = [f"{key}={path}" for key, path in (("data.path", args.data_path),
+                                                     ("detection.data.path", args.detection_path)) if path]
+        if sources:
+            subprocess.run([sys.executable, "-m", "workflow.set_params", *sources], cwd=project, check=True, env=env,
+                           capture_output=True)
         start = time.perf_counter()
         run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(args.cores), *targets],
                              cwd=project, env=env, capture_output=True, text=True)

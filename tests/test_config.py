@@ -4,7 +4,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import DELETE, REPO, apply_mutation, assert_one_line_error, base_params, run_module, write_params
+from conftest import CIFAR_NPZ, DELETE, REPO, apply_mutation, assert_one_line_error, base_params, run_module, write_params
 from workflow.config import load_params, validate
 from workflow.errors import UserError
 
@@ -106,10 +106,33 @@ def test_snakefile_validates_before_any_job(tmp_path):
 def test_set_params_keeps_comments_and_rejects_bad_values(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text((REPO / "params.yaml").read_text())
-    run_module("set_params", "--params", path, "train.epochs=3", "data.source=npz", check=True)
+    run_module("set_params", "--params", path, "train.epochs=3", "data.source=npz", f"data.path={CIFAR_NPZ}",
+               check=True)
     text = path.read_text()
     assert "# seed 000's \"mixed\" schedule" in text
     assert yaml.safe_load(text)["train"]["epochs"] == 3
     result = run_module("set_params", "--params", path, "train.epochs=zero")
     assert_one_line_error(result, "'train.epochs'")
     assert yaml.safe_load(path.read_text())["train"]["epochs"] == 3
+
+
+@pytest.mark.parametrize("overlay, key, fragment", [
+    ("config/papers/yuv420_mobilenetv2/full.yaml", "data.path", "data/imagenet is not a folder"),
+    ("config/papers/od_quant_kd_imx8/full.yaml", "detection.data.path", "data/coco does not exist"),
+])
+def test_overlay_naming_a_missing_data_path_is_one_line(tmp_path, overlay, key, fragment):
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    result = run_module("set_params", "--params", path, "--file", REPO / overlay, cwd=tmp_path)
+    assert_one_line_error(result, f"{REPO / overlay}: key '{key}'", fragment, f"-S {key}=")
+    assert path.read_text() == (REPO / "params.yaml").read_text()  # left untouched
+
+
+def test_offline_cifar10_is_one_setting(tmp_path):
+    """CIFAR-10 offline: data.path names an .npz of its images, data.source stays cifar10."""
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    result = run_module("set_params", "--params", path, "data.download=false", cwd=tmp_path)
+    assert_one_line_error(result, f"{path}: key 'data.path'", "data/raw holds no cifar-10-python.tar.gz")
+    run_module("set_params", "--params", path, f"data.path={CIFAR_NPZ}", "data.download=false", check=True)
+    assert yaml.safe_load(path.read_text())["data"]["source"] == "cifar10"

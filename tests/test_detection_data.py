@@ -28,7 +28,7 @@ def source(tmp_path):
 
 def det_params(tmp_path, source, **data):
     params = tiny_params()
-    params["detection"]["data"].update({"path": str(source), "train_dir": "images/train", "val_dir": "",
+    params["detection"]["data"].update({"path": str(source), "download": "", "train_dir": "images/train", "val_dir": "",
                                         "val_fraction": 0.25, "calib_subset": 4, "names": NAMES, "classes": [], **data})
     return write_params(tmp_path / "params.yaml", params)
 
@@ -128,7 +128,47 @@ def test_empty_split_is_one_line(tmp_path, source):
 
 def test_missing_dataset_folder_is_one_line(tmp_path):
     result = pack(tmp_path, det_params(tmp_path, tmp_path / "nowhere"))
-    assert_one_line_error(result, "nowhere", "dataset folder not found")
+    assert_one_line_error(result, "nowhere", "dataset not found", "detection.data.path")
+
+
+def test_folder_without_images_and_labels_is_one_line(tmp_path):
+    (tmp_path / "flat").mkdir()
+    shutil.copy(next((COCO128 / "images" / "train2017").glob("*.jpg")), tmp_path / "flat")
+    result = pack(tmp_path, det_params(tmp_path, tmp_path / "flat"))
+    assert_one_line_error(result, str(tmp_path / "flat"), "not a YOLO-format dataset", "images/", "labels/")
+
+
+def zipped(folder, zip_path):
+    """The folder as ultralytics ships COCO128: one top-level folder inside the zip."""
+    shutil.make_archive(str(zip_path.with_suffix("")), "zip", folder.parent, folder.name)
+    return zip_path
+
+
+def test_zip_source_packs_like_the_folder(tmp_path, source):
+    assert pack(tmp_path, det_params(tmp_path, source), "from-folder").returncode == 0
+    archive = zipped(source, tmp_path / "coco128.zip")
+    assert pack(tmp_path, det_params(tmp_path, archive), "from-zip").returncode == 0
+    splits = [json.loads((tmp_path / out / "manifest.json").read_text())["splits"] for out in ("from-folder", "from-zip")]
+    assert [{k: v["sha256"] for k, v in s.items()} for s in splits][0] == {k: v["sha256"] for k, v in splits[1].items()}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".source.")]  # the unpacked copy is gone
+    (tmp_path / "junk.zip").write_bytes(b"PK\x03\x04 not a zip")
+    assert_one_line_error(pack(tmp_path, det_params(tmp_path, tmp_path / "junk.zip")), "junk.zip",
+                          "neither a folder nor a .zip")
+
+
+def test_missing_folder_is_fetched_by_ultralytics_downloader(tmp_path, source, monkeypatch):
+    """`download` names an ultralytics dataset yaml; its zip is fetched by ultralytics' safe_download (here
+    a local zip: tests send no traffic outside the machine) and unpacked into detection.data.path."""
+    from workflow.detection import source as det_source
+
+    assert det_source.download_url("coco128.yaml").endswith("/coco128.zip")  # ultralytics' own COCO128 entry
+    archive = zipped(source, tmp_path / "coco128.zip")
+    monkeypatch.setattr(det_source, "download_url", lambda dataset: str(archive))
+    target = tmp_path / "raw" / "coco128"
+    with det_source.dataset_folder({"path": str(target), "download": "coco128.yaml"}, tmp_path / "work") as root:
+        assert root == target and sorted(p.name for p in (root / "images" / "train").iterdir()) == sorted(
+            p.name for p in (source / "images" / "train").iterdir())
+    assert [p.name for p in (tmp_path / "raw").iterdir()] == ["coco128"]  # nothing half-unpacked beside it
 
 
 def test_evaluate_refuses_a_changed_val_file(tmp_path, source):

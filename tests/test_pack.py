@@ -162,3 +162,19 @@ def test_corrupt_packed_file_is_named(tmp_path, packed_dir):
     bad.write_bytes(b"garbage")
     with pytest.raises(UserError, match=f"{bad}: corrupt packed dataset"):
         open_packed(bad)
+
+
+def test_cifar10_source_reads_an_npz_of_its_images(tmp_path, cifar_npz):
+    """Offline CIFAR-10 is one setting: data.path names an .npz of the images (the repository's subset)."""
+    params = write_params(tmp_path / "params.yaml", tiny_params(data={
+        "source": "cifar10", "path": str(cifar_npz), "download": False}))
+    run_module("pack", "--params", params, "--format", "rgb", "--out", tmp_path / "out", check=True)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["classes"][:2] == ["airplane", "automobile"] and manifest["splits"]["test"]["count"] == 256
+    np.savez(tmp_path / "gray.npz", train_data=np.zeros((4, 28, 28, 3), np.uint8), train_labels=np.zeros(4),
+             test_data=np.zeros((2, 28, 28, 3), np.uint8), test_labels=np.zeros(2))
+    params = write_params(tmp_path / "params.yaml", tiny_params(data={
+        "source": "cifar10", "path": str(tmp_path / "gray.npz"), "train_subset": 0, "test_subset": 0,
+        "calib_subset": 1}))
+    assert_one_line_error(run_module("pack", "--params", params, "--format", "rgb", "--out", tmp_path / "o"),
+                          "gray.npz", "not CIFAR-10 images", "data.source: npz")

@@ -17,6 +17,7 @@ from workflow.colorspace import split_i420
 from workflow.errors import UserError
 
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 INPUT_NAMES = {"rgb": ("image",), "yuv420": ("y", "uv")}
 
 
@@ -25,10 +26,22 @@ def load_source(data):
     """Return {"train": (images HWC uint8, labels), "test": (...)}, class names and the source sha256."""
     kind, path = data["source"], Path(data["path"])
     if kind == "cifar10":
-        return _load_cifar10(path, data["download"])
+        return _load_cifar10_npz(path) if path.suffix == ".npz" else _load_cifar10(path, data["download"])
     if kind == "npz":
         return _load_npz(path)
     return _load_imagefolder(path)
+
+
+def missing_source(data):
+    """Why data.path names no source this machine has (or can download), else None."""
+    path = Path(data["path"])
+    if data["source"] == "npz" or path.suffix == ".npz":
+        return None if path.is_file() else f"{path} is not a file (expected an .npz array file)"
+    if data["source"] == "imagefolder":
+        return None if path.is_dir() else f"{path} is not a folder (expected train/<class>/ and test/<class>/)"
+    if not data["download"] and not (path / CIFAR10_ARCHIVE).is_file() and not (path / "cifar-10-batches-py").is_dir():
+        return f"{path} holds no {CIFAR10_ARCHIVE} and data.download is false (or give an .npz of CIFAR-10 images)"
+    return None
 
 
 def _load_cifar10(root, download):
@@ -36,20 +49,31 @@ def _load_cifar10(root, download):
 
     archive = root / CIFAR10_ARCHIVE
     if not download and not archive.exists() and not (root / "cifar-10-batches-py").is_dir():
-        raise UserError(f"{archive}: CIFAR-10 archive not found; place {CIFAR10_ARCHIVE} there "
-                        "or set data.download: true")
+        raise UserError(f"{archive}: CIFAR-10 archive not found; place {CIFAR10_ARCHIVE} there, set "
+                        "data.download: true, or point data.path at an .npz of CIFAR-10 images")
     splits = {}
     try:
         for split, train in (("train", True), ("test", False)):
             ds = torchvision.datasets.CIFAR10(root=str(root), train=train, download=download)
             splits[split] = (np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int16))
-    except (OSError, RuntimeError) as err:
+    except (OSError, RuntimeError) as err:  # offline downloads end here too (URLError is an OSError)
         raise UserError(f"{archive}: CIFAR-10 is missing or corrupt ({str(err).splitlines()[0]}); place the "
-                        f"official {CIFAR10_ARCHIVE} (md5 c58f30108f718f92721af3b95e74349a) there, or "
-                        "use data.source: npz with a local array file") from None
+                        f"official {CIFAR10_ARCHIVE} (md5 c58f30108f718f92721af3b95e74349a) there, or point "
+                        "data.path at an .npz of CIFAR-10 images (offline: -S data.path=<file.npz>)") from None
     source_file = archive if archive.exists() else None
     digest = _sha256_file(source_file) if source_file else _sha256_tree(root / "cifar-10-batches-py")
     return splits, list(ds.classes), digest
+
+
+def _load_cifar10_npz(path):
+    """CIFAR-10 images in an array file (offline, e.g. the repository's tests/data subset): 32x32 RGB, 10 classes."""
+    splits, classes, digest = _load_npz(path)
+    labels = np.concatenate([splits["train"][1], splits["test"][1]])
+    if splits["train"][0].shape[1:] != (32, 32, 3) or labels.min() < 0 or labels.max() >= len(CIFAR10_CLASSES):
+        raise UserError(f"{path}: not CIFAR-10 images (expected 32x32 RGB with labels 0..9, got "
+                        f"{'x'.join(map(str, splits['train'][0].shape[1:]))} with labels {labels.min()}..{labels.max()}); "
+                        "use data.source: npz for other arrays")
+    return splits, list(CIFAR10_CLASSES), digest
 
 
 NPZ_KEYS = (("train_data", "train_labels", "test_data", "test_labels"),

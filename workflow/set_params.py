@@ -4,7 +4,8 @@
     python -m workflow.set_params --file config/papers/yuv420_mobilenetv2/small.yaml
 
 Values are parsed as YAML (``5`` is an int, ``[1, 2]`` a list). The result is
-validated before it is written, so a bad value leaves params.yaml untouched.
+validated before it is written, so a bad value leaves params.yaml untouched; so does a data
+source the assignments touch that does not exist here and cannot be downloaded.
 """
 import argparse
 import io
@@ -13,10 +14,12 @@ from pathlib import Path
 import yaml
 from ruamel.yaml import YAML
 
+from workflow import datasets
 from workflow.config import validate
-from workflow.schema import read_yaml
+from workflow.detection import source as detection_source
 from workflow.errors import UserError, cli
 from workflow.io import write_text
+from workflow.schema import read_yaml
 
 
 def parse_assignments(assignments):
@@ -38,7 +41,8 @@ def set_keys(path, assignments):
     set_values(path, parse_assignments(assignments))
 
 
-def set_values(path, values):
+def set_values(path, values, origins=None):
+    """Set dotted keys in params.yaml; ``origins`` says where each value came from (for errors)."""
     path = Path(path)
     rt = YAML()
     rt.preserve_quotes = True
@@ -53,8 +57,22 @@ def set_values(path, values):
     buffer = io.StringIO()
     rt.dump(doc, buffer)
     text = buffer.getvalue()
-    validate(yaml.safe_load(text), str(path))
+    check_data_sources(validate(yaml.safe_load(text), str(path)), origins or dict.fromkeys(values, "command line"), str(path))
     write_text(path, text)
+
+
+def check_data_sources(params, origins, params_path):
+    """The data sources the assignments touch must exist or be downloadable; else one line naming the
+    key, the file (or command line) that set it and the fix."""
+    sources = [("data", params["data"], datasets.missing_source)]
+    if params.get("detection", {}).get("enabled"):
+        sources.append(("detection", params["detection"]["data"], detection_source.missing_source))
+    for top, data, missing in sources:
+        problem = missing(data) if any(key.split(".")[0] == top for key in origins) else None
+        if problem:
+            key = f"{top}.data.path" if top == "detection" else "data.path"
+            raise UserError(f"{origins.get(key, params_path)}: key '{key}': {problem}; "
+                            f"set it with -S {key}=<path>")
 
 
 @cli
@@ -67,11 +85,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.assignments and not args.file:
         parser.error("give key=value pairs and/or --file")
-    values = {}
+    values, origins = {}, {}
     for overlay in args.file:
         values.update(read_overlay(overlay))
+        origins.update(dict.fromkeys(read_overlay(overlay), overlay))
     values.update(parse_assignments(args.assignments))
-    set_values(args.params, values)
+    origins.update(dict.fromkeys(parse_assignments(args.assignments), "command line"))
+    set_values(args.params, values, origins)
     print(f"updated {args.params}: {', '.join(values)}")
 
 

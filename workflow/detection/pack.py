@@ -4,7 +4,9 @@
 
 Source (params.yaml `detection.data`): a folder ``path`` with ``images/<dir>/*`` and the
 matching ``labels/<dir>/*.txt`` (one ``class x_center y_center width height`` line per box,
-normalised to 0..1), the layout of COCO128 and of ultralytics' COCO 2017. With ``val_dir``
+normalised to 0..1), the layout of COCO128 and of ultralytics' COCO 2017, or a .zip of such a
+folder; a missing ``path`` is downloaded when ``download`` names an ultralytics dataset yaml
+(workflow/detection/source.py). With ``val_dir``
 empty, ``train_dir`` is split by ``val_fraction`` under ``seed``; otherwise the two folders
 are the splits. The calibration split (for static quantization) is drawn from train.
 With ``classes`` (names from ``names``) only those classes' boxes are kept, renumbered 0..k-1
@@ -34,6 +36,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from workflow import layout
 from workflow.config import load_params, params_hash
+from workflow.detection.source import dataset_folder
 from workflow.errors import UserError, cli
 from workflow.io import sha256_file, write_json, write_text
 from workflow.provenance import provenance
@@ -152,11 +155,8 @@ def orphan_labels(root, subdir):
     return sum(1 for p in labels.rglob("*.txt") if p.relative_to(labels).with_suffix("") not in images)
 
 
-def select(data, seed, nc, skipped, id_map=None):
-    """{split: samples}: deterministic under seed; calib drawn from train."""
-    root = Path(data["path"])
-    if not root.is_dir():
-        raise UserError(f"{root}: dataset folder not found (detection.data.path: a folder with images/ and labels/)")
+def select(data, root, seed, nc, skipped, id_map=None):
+    """{split: samples} of the dataset folder ``root``: deterministic under seed; calib drawn from train."""
     rng = np.random.default_rng(seed)
     train = scan(root, data["train_dir"], nc, data["on_bad"], skipped, id_map)
     if data["val_dir"]:
@@ -223,17 +223,26 @@ def pack(params, out_dir):
     source_names = class_names(data["names"])
     id_map = class_map(source_names, data.get("classes"))
     names = [source_names[i] for i in id_map] if id_map else source_names
-    nc = len(names)
-    skipped = []
-    splits = select(data, params["seed"], len(source_names), skipped, id_map)
     out = Path(out_dir)
+    with dataset_folder(data, out.parent) as root:
+        manifest = pack_folder(params, root, out, names, len(source_names), id_map)
+    manifest["provenance"] = provenance(params_hash({"seed": params["seed"], "data": data}), ("pillow",))
+    write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def pack_folder(params, root, out, names, source_nc, id_map):
+    """Split the dataset folder ``root`` into ``out``; the manifest (without provenance) is returned, not written."""
+    data = params["detection"]["data"]
+    skipped = []
+    splits = select(data, root, params["seed"], source_nc, skipped, id_map)
     if (out / "manifest.json").exists():
         (out / "manifest.json").unlink()  # an interrupted rerun must not look complete
     for sub in ("images", "labels"):
         shutil.rmtree(out / sub, ignore_errors=True)
-    root = Path(data["path"])
+    nc = len(names)
     manifest = {"task": "detection", "nc": nc, "names": names,
-                "source": {"path": str(root), "train_dir": data["train_dir"], "val_dir": data["val_dir"],
+                "source": {"path": data["path"], "train_dir": data["train_dir"], "val_dir": data["val_dir"],
                            "val_fraction": data["val_fraction"], "classes": names if id_map else "all",
                            "orphan_labels": orphan_labels(root, data["train_dir"])
                            + (orphan_labels(root, data["val_dir"]) if data["val_dir"] else 0)},
@@ -263,8 +272,6 @@ def pack(params, out_dir):
                                                   sort_keys=False))
     write_json(out / "val_coco.json", coco_json(splits["val"], names, "images/val"))
     manifest["val_coco_sha256"] = sha256_file(out / "val_coco.json")
-    manifest["provenance"] = provenance(params_hash({"seed": params["seed"], "data": data}), ("pillow",))
-    write_json(out / "manifest.json", manifest)
     return manifest
 
 

@@ -1,7 +1,6 @@
 """Run ultralytics fully offline. Import this module before ``ultralytics``.
 
-Settings that guarantee no network access (checked by logging socket calls, see
-../shared/notes/toolchain.md section 3):
+Settings that guarantee no network access (checked by logging socket calls):
   YOLO_CONFIG_DIR   a private settings folder (never the user's ~/.config)
   YOLO_OFFLINE=1    is_online() is False: no events, no hub, no GitHub asset lookups
   YOLO_AUTOINSTALL=0  never runs pip for a missing requirement
@@ -9,6 +8,8 @@ Settings that guarantee no network access (checked by logging socket calls, see
                     look it up on github.com (it does so even with YOLO_OFFLINE=1 and plots=False)
   amp=False         the AMP check on CUDA would download a checkpoint
   pretrained=False  models are built from yaml files; no weights are ever downloaded
+The one download is the dataset the pack stage is asked for (detection.data.download, when
+detection.data.path is missing: workflow/detection/source.py).
 """
 import os
 import shutil
