@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The main job: set up .venv if needed, then run the whole DAG: results/summary.csv, paper tables, plots.
-#   ./run.sh                                   # defaults of params.yaml
-#   ./run.sh -S data.source=npz -S data.path=/path/cifar10_partial.npz   # offline data
+#   ./run.sh                                   # defaults of params.yaml (CIFAR-10 by torchvision's download)
+#   ./run.sh -S data.path=/path/cifar10.npz    # offline: a folder with cifar-10-python.tar.gz, or an .npz
 #   ./run.sh --cores 8 results/models/mobilenetv2-rgb/model.pt          # any snakemake arguments
 #   ./run.sh --paper yuv420_mobilenetv2 [--full]   # a paper's small (or full) configuration -> its table
 # -S key=value edits params.yaml in place (like `dvc exp run -S`) before running;
-# --paper applies config/papers/<id>/small.yaml (or full.yaml) to params.yaml the same way.
+# --paper applies config/papers/<id>/small.yaml (or full.yaml) to params.yaml the same way and adds
+# the paper's table to the targets. When the run ends, DVC has recorded what it completed.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh
@@ -33,8 +34,8 @@ if [ ${#sets[@]} -gt 0 ] || [ -n "$paper" ]; then
   python -m workflow.set_params "${overlay[@]}" "${sets[@]}"
   python -m workflow.dag
 fi
-# No target: the Snakefile's default, results/summary.csv plus the paper tables and plots.
-if [ $# -eq 0 ] && [ -n "$paper" ]; then
-  set -- "results/papers/$paper/table.md"
+# Without --paper or a target: the Snakefile's default, results/summary.csv plus the paper tables and plots.
+if [ -n "$paper" ]; then
+  set -- "results/papers/$paper/table.md" "$@"
 fi
 exec snakemake --cores "${CORES:-2}" "$@"

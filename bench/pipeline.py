@@ -77,10 +77,11 @@ def main():
     project = Path(tempfile.mkdtemp(prefix="pipeline-bench."))
     try:
         copy_project(project)
-        sources = [f"{key}={path}" for key, path in (("data.path", args.data_path),
-                                                     ("detection.data.path", args.detection_path)) if path]
-        if sources:
-            subprocess.run([sys.executable, "-m", "workflow.set_params", *sources], cwd=project, check=True, env=env,
+        settings = [f"{key}={path}" for key, path in (("data.path", args.data_path),
+                                                      ("detection.data.path", args.detection_path)) if path]
+        settings += ["detection.enabled=true"] if args.detection else []
+        if settings:
+            subprocess.run([sys.executable, "-m", "workflow.set_params", *settings], cwd=project, check=True, env=env,
                            capture_output=True)
         start = time.perf_counter()
         run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(args.cores), *targets],

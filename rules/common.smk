@@ -53,6 +53,5 @@ def record_in_dvc(workflow):
     if workflow.touch:
         return
     dag, persistence = workflow.dag, workflow.persistence
-    complete = [PLAN.job(job.rule.name, job.wildcards_dict).name for job in dag.jobs if job.rule.name in PLAN.rule
-                and (dag.finished(job) or (not dag.needrun(job) and persistence.has_metadata(job)))]
-    record(P, complete)
+    record(P, [PLAN.job(job.rule.name, job.wildcards_dict) for job in dag.jobs if job.rule.name in PLAN.rule
+               and (dag.finished(job) or (not dag.needrun(job) and persistence.has_metadata(job)))])

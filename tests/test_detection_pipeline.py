@@ -33,6 +33,7 @@ def project(tmp_path_factory):
     copy_project(project)
     params = yaml.safe_load((project / "params.yaml").read_text())
     det = params["detection"]
+    det["enabled"] = True  # the track is part of the DAG (Snakemake and dvc.yaml) only when enabled
     det["data"].update(path=str(COCO128), train_subset=12, val_subset=4, calib_subset=4)
     det["train"].update(epochs=1, batch_size=4, num_threads=1)
     det["models"] = TINY_MODELS

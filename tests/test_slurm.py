@@ -148,6 +148,8 @@ def project(tmp_path_factory):
     project = tmp_path_factory.mktemp("slurm-project")
     copy_project(project)
     write_params(project / "params.yaml", tiny_params())
+    for command in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "t"]):
+        subprocess.run(["git", *command], cwd=project, check=True)  # a clone: DVC records the run into it
     return project
 
 
@@ -180,4 +182,8 @@ def test_small_dag_runs_through_sbatch(cluster, project):
     ctld_log = (cluster / "slurmctld.log").read_text()
     assert ctld_log.count("sched: Allocate JobId=") >= 2, ctld_log[-2000:]
     assert ctld_log.count("done") >= 2 or ctld_log.count("WEXITSTATUS 0") >= 2, ctld_log[-2000:]
+    # the submitting Snakemake recorded both stages in DVC (one state), not the jobs inside Slurm
+    assert "DVC recorded 2 completed stage(s)" in output
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    assert {"pack-rgb", "train-mobilenetv2-rgb"} <= set(lock), set(lock)
     print(f"pack + train through sbatch: {elapsed:.0f} s")

@@ -38,6 +38,7 @@ BENCHMARK_KEYS = ("warmup_runs", "min_runs", "min_duration_s", "threads", "sampl
 # benchmark params that only some formats read
 FORMAT_BENCHMARK_KEYS = {"tflite": ("litert_xnnpack",)}
 CHECK_STAGE = "check-dvc-yaml"
+CHECK_MARKER = f"{layout.DVC_YAML} matches {layout.PARAMS}\n"  # the check stage's output: never changes
 
 
 def benchmark_keys(artifact):
@@ -551,7 +552,7 @@ def main(argv=None):
     if args.check:
         check(params, args.out, args.params)
         if args.marker:
-            write_text(args.marker, f"{args.out} matches {args.params}\n")
+            write_text(args.marker, CHECK_MARKER)
         return
     write_text(args.out, dvc_yaml(params))
     print(f"wrote {args.out}")

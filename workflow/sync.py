@@ -2,8 +2,8 @@
 
 Snakemake -> DVC (:func:`record`, called by the Snakefile when a run ends, done or failed):
 dvc.yaml is brought up to date with params.yaml and `dvc commit` records exactly the stages
-whose jobs are complete, so dvc.lock holds their dependencies, params and outputs and the
-outputs are in the DVC cache; `dvc status` then lists only what did not run, and a `dvc repro`
+whose jobs are complete (keeping the outputs' timestamps), so dvc.lock holds their
+dependencies, params and outputs and the outputs are in the DVC cache; `dvc status` then lists only what did not run, and a `dvc repro`
 after a params change reruns only the stages it affects.
 
 DVC -> Snakemake (``python -m workflow.sync``, after dvc checkout / pull / repro / exp apply):
@@ -14,13 +14,14 @@ params.yaml and its dependencies by hash, this marks Snakemake's jobs up to date
 """
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from workflow import layout
 from workflow.config import load_params
-from workflow.dag import CHECK_STAGE, dvc_yaml, stages
+from workflow.dag import CHECK_MARKER, CHECK_STAGE, dvc_yaml, stages
 from workflow.errors import UserError, cli
 from workflow.io import write_text
 
@@ -33,11 +34,25 @@ def last_line(result):
     return (result.stderr.strip() or result.stdout.strip() or "?").splitlines()[-1]
 
 
-def record(params, names):
-    """DVC records the stages ``names`` (complete in Snakemake's view): dvc.lock and the DVC cache.
+def file_times(paths):
+    """{path: (atime, mtime) in ns} of the files and folders given and of everything inside the folders,
+    innermost first."""
+    times = {}
+    for path in map(Path, paths):
+        inside = sorted(path.rglob("*"), key=lambda p: -len(p.parts)) if path.is_dir() else []
+        for item in [*inside, path]:
+            if item.exists():
+                times[item] = (item.stat().st_atime_ns, item.stat().st_mtime_ns)
+    return times
 
-    Never fails the run that calls it: without a DVC repository (or when DVC refuses) it says so
-    in one line and what to run."""
+
+def record(params, completed):
+    """DVC records the ``completed`` stages (complete in Snakemake's view): dvc.lock and the DVC cache.
+
+    `dvc commit` rewrites each output from the cache with a new timestamp, in its own order; the
+    timestamps are put back, so Snakemake still sees every job as done. Never fails the run that
+    calls it: without a DVC repository (or when DVC refuses) it says so in one line."""
+    names = [stage.name for stage in completed]
     if not names:
         return
     if not Path(".dvc").is_dir():
@@ -46,8 +61,11 @@ def record(params, names):
     text = dvc_yaml(params)
     if not Path(layout.DVC_YAML).exists() or Path(layout.DVC_YAML).read_text() != text:
         write_text(layout.DVC_YAML, text)
-    write_text(layout.DVC_YAML_CHECK, f"{layout.DVC_YAML} matches {layout.PARAMS}\n")  # what the check stage writes
+    write_text(layout.DVC_YAML_CHECK, CHECK_MARKER)  # what the check stage writes: dvc.yaml is current
+    times = file_times(f for stage in completed for f in stage.outputs)
     result = dvc("commit", "--force", "--quiet", CHECK_STAGE, *names)
+    for path, (atime, mtime) in times.items():
+        os.utime(path, ns=(atime, mtime))
     if result.returncode != 0:
         print(f"warning: DVC did not record the run ({last_line(result)}); run `dvc commit` after fixing it",
               file=sys.stderr)
