@@ -105,7 +105,8 @@ def main():
         if args.detection:
             return
         orchestration_result = orchestration.measure(project, 3)
-        write_json(ROOT / "bench" / "results" / "orchestration.json", orchestration_result)
+        write_json(ROOT / "bench" / "results" / "orchestration.json",
+                   {**orchestration_result, "machine_note": "measured right after this pipeline run, same machine"})
         print(f"orchestration: {orchestration_result}")
     finally:
         if args.keep:

@@ -24,3 +24,5 @@ for R in PLAN.rules:
             f"../envs/{R.env}.yaml"
         shell:
             "{params.cmd} > {log} 2>&1"
+
+    workflow.get_rule(R.name).docstring = R.doc  # what `snakemake --list-rules` says about the rule

@@ -25,10 +25,10 @@ DATA_SKIP = re.compile(r"\b(data|datasets?|cifar-?10|coco(128)?|imagenet|npz|\.\
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     report = (yield).get_result()
-    if report.skipped and DATA_SKIP.search(str(report.longrepr)):
+    reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if report.skipped and DATA_SKIP.search(reason):
         report.outcome = "failed"
-        report.longrepr = (f"skipped for lack of data ({report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr}):"
-                           " a test's data belongs in tests/data")
+        report.longrepr = f"skipped for lack of data ({reason}): a test's data belongs in tests/data"
 
 
 def base_params():

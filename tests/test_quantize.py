@@ -125,3 +125,12 @@ def test_corrupt_model_is_named(exported, packed_dir, tmp_path):
                         "--manifest", packed_dir / "yuv420" / "manifest.json", "--out", out)
     assert_one_line_error(result, str(bad), "not a valid ONNX model")
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_the_dag_command_reads_the_artifact_entry(exported, packed_dir, tmp_path):
+    """What the DAG runs: `--artifact NAME`, the settings of that params.yaml entry (calibrating on all of
+    data.calib_subset), no values on the command line."""
+    params, source, _ = exported["mobilenetv2-rgb"]
+    report = quantize(params, source, packed_dir, "rgb", tmp_path / "static.onnx", "--artifact", "onnx-int8-static")
+    assert (report["method"], report["quant_format"], report["calibration"]) == ("static", "qdq", "minmax")
+    assert report["calib_size"] == CALIB and report["per_channel"] is True

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 BASELINES = ("models={mobilenetv2-rgb: {arch: mobilenetv2, width_mult: 0.5, input_format: rgb}, "
              "mobilenetv2-yuv420: {arch: mobilenetv2, width_mult: 0.5, input_format: yuv420}}")
 TINY = ["targets=[onnx]", "data.source=npz", f"data.path={CIFAR_NPZ}", "data.train_subset=256", "data.test_subset=128",
-        "data.calib_subset=16", BASELINES, "artifacts={onnx-fp32: {}, onnx-int8-dynamic: {quantize: {method: dynamic}}}",
+        "data.calib_subset=16", BASELINES,
+        "artifacts={onnx-fp32: {}, onnx-int8-dynamic: {quantize: {method: dynamic}}}",
         "train.epochs=1", "train.num_threads=1", "train.schedule.cosine_epochs=1", "train.schedule.milestones=[]",
         "export.parity_samples=16", "benchmark.pipeline.resolutions=[[640, 360]]",
         "benchmark.pipeline.min_frames=5", "benchmark.pipeline.min_duration_s=0"]
@@ -91,7 +92,8 @@ RGB = {"arch": "mobilenetv2", "width_mult": 0.35, "input_format": "rgb"}
 HAND_EDITS = {
     "add a model": lambda p: edit_params(p, lambda d: d["models"].update({"mnv2-small": RGB})),
     "remove a model": lambda p: edit_params(p, lambda d: d["models"].pop("mobilenetv2-yuv420")),
-    "rename a model": lambda p: edit_params(p, lambda d: d["models"].update({"rgb": d["models"].pop("mobilenetv2-rgb")})),
+    "rename a model": lambda p: edit_params(p, lambda d: d["models"].update(
+        {"rgb": d["models"].pop("mobilenetv2-rgb")})),
     "add an artifact": lambda p: edit_params(p, lambda d: d["artifacts"].update(
         {"onnx-int8-static": {"quantize": {"method": "static"}}})),
     "remove an artifact": lambda p: edit_params(p, lambda d: d["artifacts"].pop("onnx-int8-dynamic")),

@@ -177,7 +177,8 @@ PIPELINE = Rule("pipeline_bench", "pipeline", ("device",),
 AGGREGATE = Rule("aggregate", "aggregate", (), lambda params: Outputs(outs=(layout.SUMMARY, layout.SUMMARY_MD)),
                  "aggregate", "One row per (model, input format, precision, runtime, device): results/summary.csv.")
 PAPER = Rule("paper_table", "paper", ("paper",),
-             lambda params, paper: Outputs(outs=tuple(f"{layout.paper_dir(paper)}/table.{s}" for s in ("md", "csv", "tex")),
+             lambda params, paper: Outputs(outs=tuple(f"{layout.paper_dir(paper)}/table.{s}"
+                                                      for s in ("md", "csv", "tex")),
                                            metrics=(f"{layout.paper_dir(paper)}/verdicts.json",)), "report",
              "A paper's tables: each published figure beside the reproduced one, the difference and a verdict.")
 PLOTS = Rule("plots", "plots", (), lambda params: Outputs(outs=tuple(layout.plot_files(params))),

@@ -13,7 +13,6 @@ REPO = Path(__file__).resolve().parents[1]
 PARAMS = "params.yaml"
 
 # ----------------------------------------------------------------------------- data
-RAW = "data/raw"  # downloads (torchvision CIFAR-10, ultralytics COCO128) land here by default
 PACKED = "data/packed"
 PACKED_SPLITS = ("train", "test", "calib")
 
@@ -136,15 +135,6 @@ def paper_inputs(paper):
     return [f"{PAPERS_DIR}/{paper}.yaml"] + [f"{PAPERS_DIR}/{paper}/{name}.yaml" for name in PAPER_CONFIGS]
 
 
-# Result tables a paper mapping can read, by the name used in mapping.yaml `source:`. A {name} in
-# the path matches one folder per device / model; the tables are stacked with that column.
-SOURCES = {
-    "summary": SUMMARY,                                       # foundation + optimization variants
-    "pipeline": f"{RESULTS}/pipeline/{{device}}/table.csv",   # pre-processing pipeline per resolution
-    "pruning": f"{RESULTS}/models/{{model}}/prune_report.json",  # parameters per pruning iteration
-    "detection": f"{RESULTS}/detection/summary.csv",          # detection track
-}
-
 PLOTS_DIR = f"{RESULTS}/plots"
 PLOT_FORMATS = ("png", "svg")
 
@@ -160,7 +150,6 @@ def plot_files(params, out=PLOTS_DIR):
 
 
 # ----------------------------------------------------------------------------- detection track
-DET_RAW = f"{RAW}/coco128"
 DET_MODEL_CONFIGS = "config/detection/models"  # model yamls of the project (others: ultralytics' own)
 DET_DATA = "data/detection"
 DET_RESULTS = f"{RESULTS}/detection"
@@ -201,6 +190,15 @@ def det_eval_path(model, artifact, root=DET_RESULTS):
 
 
 DET_SUMMARY = f"{DET_RESULTS}/summary.csv"
+
+# Result tables a paper mapping can read, by the name used in mapping.yaml `source:`. A {name} in
+# the path matches one folder per device / model; the tables are stacked with that column.
+SOURCES = {
+    "summary": SUMMARY,                                      # foundation + optimization variants
+    "pipeline": f"{pipeline_dir('{device}')}/table.csv",     # pre-processing pipeline per resolution
+    "pruning": prune_report("{model}"),                      # parameters per pruning iteration
+    "detection": DET_SUMMARY,                                # detection track
+}
 
 # ----------------------------------------------------------------------------- DVC and Snakemake
 DVC_YAML = "dvc.yaml"

@@ -36,12 +36,10 @@ def artifacts_of(params, model):
     return [a for a in names if file_format(a) in targets(params)]
 
 
-def artifacts_by_producer(params, name):
-    return [a for a in params["artifacts"] if producer(params, a) == name and file_format(a) in targets(params)]
-
 
 def _flags(settings, keys):
-    return [x for key in keys if settings.get(key) is not None for x in (f"--{key.replace('_', '-')}", str(settings[key]))]
+    return [x for key in keys if settings.get(key) is not None
+            for x in (f"--{key.replace('_', '-')}", str(settings[key]))]
 
 
 def artifact_options(params, artifact, step=None):

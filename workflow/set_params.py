@@ -57,7 +57,8 @@ def set_values(path, values, origins=None):
     buffer = io.StringIO()
     rt.dump(doc, buffer)
     text = buffer.getvalue()
-    check_data_sources(validate(yaml.safe_load(text), str(path)), origins or dict.fromkeys(values, "command line"), str(path))
+    params = validate(yaml.safe_load(text), str(path))
+    check_data_sources(params, origins or dict.fromkeys(values, "command line"), str(path))
     write_text(path, text)
 
 

@@ -3,8 +3,9 @@
 Snakemake -> DVC (:func:`record`, called by the Snakefile when a run ends, done or failed):
 dvc.yaml is brought up to date with params.yaml and `dvc commit` records exactly the stages
 whose jobs are complete (keeping the outputs' timestamps), so dvc.lock holds their
-dependencies, params and outputs and the outputs are in the DVC cache; `dvc status` then lists only what did not run, and a `dvc repro`
-after a params change reruns only the stages it affects.
+dependencies, params and outputs and the outputs are in the DVC cache; `dvc status` then
+lists only what did not run, and a `dvc repro` after a params change reruns only the stages
+it affects.
 
 DVC -> Snakemake (``python -m workflow.sync``, after dvc checkout / pull / repro / exp apply):
 DVC writes files in its own order and resets their timestamps (treeverse/dvc#8602), so
