@@ -117,14 +117,12 @@ def param_value(params, key):
 
 def artifact_outputs(fmt):
     """A model file of format ``fmt`` (whatever the artifact wildcard) and its report."""
-    return lambda params, model, artifact: Outputs(outs=(f"{layout.RESULTS}/artifacts/{model}/{artifact}"
-                                                         f"{layout.FILE_SUFFIX[fmt]}",
+    return lambda params, model, artifact: Outputs(outs=(layout.artifact_path(model, artifact, fmt=fmt),
                                                          layout.report_path(model, artifact)))
 
 
 def det_artifact_outputs(fmt):
-    return lambda params, model, artifact: Outputs(outs=(f"{layout.DET_RESULTS}/artifacts/{model}/{artifact}"
-                                                         f"{layout.DET_SUFFIX[fmt]}",
+    return lambda params, model, artifact: Outputs(outs=(layout.det_artifact_path(model, artifact, fmt=fmt),
                                                          layout.det_report_path(model, artifact)))
 
 

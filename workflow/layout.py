@@ -79,8 +79,9 @@ def epoch_checkpoints(model, root=RESULTS):
     return f"{root}/checkpoints/{model}"
 
 
-def artifact_path(model, artifact, root=RESULTS):
-    return f"{root}/artifacts/{model}/{artifact}{FILE_SUFFIX[file_format(artifact)]}"
+def artifact_path(model, artifact, root=RESULTS, fmt=None):
+    """The artifact's file; ``fmt`` names its format when ``artifact`` is a {wildcard} (a rule's pattern)."""
+    return f"{root}/artifacts/{model}/{artifact}{FILE_SUFFIX[fmt or file_format(artifact)]}"
 
 
 def report_path(model, artifact, root=RESULTS):
@@ -176,8 +177,8 @@ def det_epoch_checkpoints(model, root=DET_RESULTS):
     return f"{root}/checkpoints/{model}"
 
 
-def det_artifact_path(model, artifact, root=DET_RESULTS):
-    return f"{root}/artifacts/{model}/{artifact}{DET_SUFFIX[file_format(artifact)]}"
+def det_artifact_path(model, artifact, root=DET_RESULTS, fmt=None):
+    return f"{root}/artifacts/{model}/{artifact}{DET_SUFFIX[fmt or file_format(artifact)]}"
 
 
 def det_report_path(model, artifact, root=DET_RESULTS):
