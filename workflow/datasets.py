@@ -39,7 +39,7 @@ def missing_source(data):
         return None if path.is_file() else f"{path} is not a file (expected an .npz array file)"
     if data["source"] == "imagefolder":
         return None if path.is_dir() else f"{path} is not a folder (expected train/<class>/ and test/<class>/)"
-    if not data["download"] and not (path / CIFAR10_ARCHIVE).is_file() and not (path / "cifar-10-batches-py").is_dir():
+    if not (data["download"] or (path / CIFAR10_ARCHIVE).is_file() or (path / "cifar-10-batches-py").is_dir()):
         return f"{path} holds no {CIFAR10_ARCHIVE} and data.download is false (or give an .npz of CIFAR-10 images)"
     return None
 
@@ -70,9 +70,9 @@ def _load_cifar10_npz(path):
     splits, classes, digest = _load_npz(path)
     labels = np.concatenate([splits["train"][1], splits["test"][1]])
     if splits["train"][0].shape[1:] != (32, 32, 3) or labels.min() < 0 or labels.max() >= len(CIFAR10_CLASSES):
-        raise UserError(f"{path}: not CIFAR-10 images (expected 32x32 RGB with labels 0..9, got "
-                        f"{'x'.join(map(str, splits['train'][0].shape[1:]))} with labels {labels.min()}..{labels.max()}); "
-                        "use data.source: npz for other arrays")
+        shape = "x".join(map(str, splits["train"][0].shape[1:]))
+        raise UserError(f"{path}: not CIFAR-10 images (expected 32x32 RGB with labels 0..9, got {shape} with labels "
+                        f"{labels.min()}..{labels.max()}); use data.source: npz for other arrays")
     return splits, list(CIFAR10_CLASSES), digest
 
 

@@ -87,11 +87,10 @@ def main(argv=None):
     if not args.assignments and not args.file:
         parser.error("give key=value pairs and/or --file")
     values, origins = {}, {}
-    for overlay in args.file:
-        values.update(read_overlay(overlay))
-        origins.update(dict.fromkeys(read_overlay(overlay), overlay))
-    values.update(parse_assignments(args.assignments))
-    origins.update(dict.fromkeys(parse_assignments(args.assignments), "command line"))
+    for source, assigned in [*((overlay, read_overlay(overlay)) for overlay in args.file),
+                             ("command line", parse_assignments(args.assignments))]:
+        values.update(assigned)
+        origins.update(dict.fromkeys(assigned, source))
     set_values(args.params, values, origins)
     print(f"updated {args.params}: {', '.join(values)}")
 
