@@ -8,11 +8,11 @@ project); it is measured on a copy and left as it is. Figures, each the median o
 
 * ``snakemake_dry_run_s``: `snakemake -n` of the default target, which must plan 0 jobs;
 * ``dvc_status_s``: `dvc status` of the recorded project (clean);
-* ``record_s``: what the Snakefile runs when a run ends (workflow.sync.record over every stage:
-  dvc.yaml brought up to date, `dvc commit`, timestamps kept), timed in-process as the handler runs
-  it, with every output already in the DVC cache (a rerun that changed nothing);
-* ``record_new_s`` (once): the same step after a run whose every output is new to DVC (its cache
-  and dvc.lock removed first: every output is hashed and copied into the cache).
+* ``record_s``: what the Snakefile runs when a run that ran every stage ends (workflow.sync.record:
+  dvc.yaml brought up to date, `dvc commit` of every stage), timed in-process as the handler runs
+  it, the outputs already in the DVC cache (a rerun that reproduced the same files);
+* ``record_new_s`` (once): the same after a run whose every output is new to DVC (its cache and
+  dvc.lock removed first: every output is hashed and copied into the cache).
 
 The 3x matrix is a copy of the project in which each model ``m`` has two more entries ``m-x2`` and
 ``m-x3`` (the same settings, linked to their own copies of teachers and sources) whose result files
@@ -41,8 +41,8 @@ TARGET_S = {"default": 3.0, "3x": 5.0}
 COPIES = (2, 3)
 # Time workflow.sync.record as the Snakefile's handler runs it (in the Snakemake process, no new interpreter).
 RECORD = ("import time; from workflow.config import load_params; from workflow.dag import stages; "
-          "from workflow.sync import record; params = load_params(); done = stages(params); "
-          "start = time.perf_counter(); record(params, done); print(time.perf_counter() - start)")
+          "from workflow.sync import record; params = load_params(); done = [s.name for s in stages(params)]; "
+          "start = time.perf_counter(); record(params, done, []); print(time.perf_counter() - start)")
 
 
 def env():

@@ -53,5 +53,7 @@ def record_in_dvc(workflow):
     if workflow.touch:
         return
     dag, persistence = workflow.dag, workflow.persistence
-    record(P, [PLAN.job(job.rule.name, job.wildcards_dict) for job in dag.jobs if job.rule.name in PLAN.rule
-               and (dag.finished(job) or (not dag.needrun(job) and persistence.has_metadata(job)))])
+    jobs = [job for job in dag.jobs if job.rule.name in PLAN.rule]
+    name = lambda job: PLAN.job(job.rule.name, job.wildcards_dict).name
+    record(P, [name(job) for job in jobs if dag.finished(job)],
+           [name(job) for job in jobs if not dag.needrun(job) and persistence.has_metadata(job)])

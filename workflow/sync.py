@@ -2,7 +2,7 @@
 
 Snakemake -> DVC (:func:`record`, called by the Snakefile when a run ends, done or failed):
 dvc.yaml is brought up to date with params.yaml and `dvc commit` records exactly the stages
-whose jobs are complete (keeping the outputs' timestamps), so dvc.lock holds their
+whose jobs are complete (leaving the outputs in place), so dvc.lock holds their
 dependencies, params and outputs and the outputs are in the DVC cache; `dvc status` then
 lists only what did not run, and a `dvc repro` after a params change reruns only the stages
 it affects.
@@ -14,11 +14,14 @@ params.yaml and its dependencies by hash, this marks Snakemake's jobs up to date
 (`snakemake --touch`) without running anything.
 """
 import argparse
+import contextlib
+import copy
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 from workflow import layout
 from workflow.config import load_params
@@ -35,25 +38,58 @@ def last_line(result):
     return (result.stderr.strip() or result.stdout.strip() or "?").splitlines()[-1]
 
 
-def file_times(paths):
-    """{path: (atime, mtime) in ns} of the files and folders given and of everything inside the folders,
-    innermost first."""
-    times = {}
-    for path in map(Path, paths):
-        inside = sorted(path.rglob("*"), key=lambda p: -len(p.parts)) if path.is_dir() else []
-        for item in [*inside, path]:
-            if item.exists():
-                times[item] = (item.stat().st_atime_ns, item.stat().st_mtime_ns)
-    return times
+@contextlib.contextmanager
+def params_parsed_once():
+    """DVC parses params.yaml again for the params of every stage it saves (about half of a commit's
+    time); while one commit runs the file does not change, so parse it once."""
+    from dvc.dependency import param
+
+    parse, parsed = param.load_path, {}
+
+    def parse_once(path, fs, **kwargs):
+        key = (path, id(fs), tuple(sorted(kwargs.items())))
+        if key not in parsed:
+            parsed[key] = parse(path, fs, **kwargs)
+        return copy.deepcopy(parsed[key])
+
+    param.load_path = parse_once
+    try:
+        yield
+    finally:
+        param.load_path = parse
 
 
-def record(params, completed):
-    """DVC records the ``completed`` stages (complete in Snakemake's view): dvc.lock and the DVC cache.
+def dvc_commit(names):
+    """`dvc commit --force --no-relink` of the stages ``names``, collecting dvc.yaml once (the command
+    line collects it again for every stage it is given, about a second each): dvc.lock gets their
+    dependencies, params and output hashes; the outputs are copied into the DVC cache and left in
+    place, timestamps and all, so Snakemake still sees its jobs as done. The run cache is left to
+    `dvc repro`, which fills it as it runs stages."""
+    from dvc.repo import Repo, lock_repo
 
-    `dvc commit` rewrites each output from the cache with a new timestamp, in its own order; the
-    timestamps are put back, so Snakemake still sees every job as done. Never fails the run that
-    calls it: without a DVC repository (or when DVC refuses) it says so in one line."""
-    names = [stage.name for stage in completed]
+    with Repo() as repo, lock_repo(repo), params_parsed_once():
+        stages = [stage for stage in repo.index.stages if stage.name in set(names)]
+        for stage in stages:
+            stage.save(run_cache=False)
+            stage.commit(relink=False)
+        stages[0].dvcfile.dump_stages(stages, update_pipeline=False)
+
+
+def recorded_stages():
+    """The stages dvc.lock holds."""
+    path = Path(layout.DVC_YAML).with_suffix(".lock")
+    return set((yaml.load(path.read_text(), Loader=yaml.CSafeLoader) or {}).get("stages", {})) if path.exists() else set()
+
+
+def record(params, finished, current):
+    """DVC records the stages Snakemake completed: those ``finished`` in this run, and those ``current``
+    (up to date, not rerun) that dvc.lock does not hold yet: dvc.lock and the DVC cache.
+
+    Never fails the run that calls it: without a DVC repository (or when DVC refuses) it says so
+    in one line."""
+    from dvc.exceptions import DvcException
+
+    names = [*finished, *sorted(set(current) - recorded_stages())]
     if not names:
         return
     if not Path(".dvc").is_dir():
@@ -63,13 +99,11 @@ def record(params, completed):
     if not Path(layout.DVC_YAML).exists() or Path(layout.DVC_YAML).read_text() != text:
         write_text(layout.DVC_YAML, text)
     write_text(layout.DVC_YAML_CHECK, CHECK_MARKER)  # what the check stage writes: dvc.yaml is current
-    times = file_times(f for stage in completed for f in stage.outputs)
-    result = dvc("commit", "--force", "--quiet", CHECK_STAGE, *names)
-    for path, (atime, mtime) in times.items():
-        os.utime(path, ns=(atime, mtime))
-    if result.returncode != 0:
-        print(f"warning: DVC did not record the run ({last_line(result)}); run `dvc commit` after fixing it",
-              file=sys.stderr)
+    try:
+        dvc_commit([CHECK_STAGE, *names])
+    except DvcException as err:
+        print(f"warning: DVC did not record the run ({str(err).splitlines()[0]}); run `dvc commit` after fixing "
+              "it", file=sys.stderr)
         return
     print(f"DVC recorded {len(names)} completed stage(s) in dvc.lock", file=sys.stderr)
 
