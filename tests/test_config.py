@@ -4,7 +4,8 @@ import sys
 import pytest
 import yaml
 
-from conftest import CIFAR_NPZ, DELETE, REPO, apply_mutation, assert_one_line_error, base_params, run_module, write_params
+from conftest import (CIFAR_NPZ, DELETE, REPO, apply_mutation, assert_one_line_error, base_params, run_module,
+                      write_params)
 from workflow.config import load_params, validate
 from workflow.errors import UserError
 

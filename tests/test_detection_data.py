@@ -148,8 +148,9 @@ def test_zip_source_packs_like_the_folder(tmp_path, source):
     assert pack(tmp_path, det_params(tmp_path, source), "from-folder").returncode == 0
     archive = zipped(source, tmp_path / "coco128.zip")
     assert pack(tmp_path, det_params(tmp_path, archive), "from-zip").returncode == 0
-    splits = [json.loads((tmp_path / out / "manifest.json").read_text())["splits"] for out in ("from-folder", "from-zip")]
-    assert [{k: v["sha256"] for k, v in s.items()} for s in splits][0] == {k: v["sha256"] for k, v in splits[1].items()}
+    from_folder, from_zip = ({k: v["sha256"] for k, v in json.loads((tmp_path / out / "manifest.json").read_text())
+                              ["splits"].items()} for out in ("from-folder", "from-zip"))
+    assert from_folder == from_zip
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".source.")]  # the unpacked copy is gone
     (tmp_path / "junk.zip").write_bytes(b"PK\x03\x04 not a zip")
     assert_one_line_error(pack(tmp_path, det_params(tmp_path, tmp_path / "junk.zip")), "junk.zip",

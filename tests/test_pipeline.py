@@ -22,7 +22,8 @@ TINY = ["targets=[onnx]", "data.source=npz", f"data.path={CIFAR_NPZ}", "data.tra
 PAPERS = ("yuv420_mobilenetv2", "cifar_max78000", "od_quant_kd_imx8", "yolov4tiny_pruning", "rtbench_tflite")
 # the default target: the summary, every paper table and the plots (all read the summary); DVC first
 # checks that dvc.yaml still matches params.yaml (it does: only a value changed)
-RGB_BRANCH = {CHECK_STAGE, "train-mobilenetv2-rgb", "export-mobilenetv2-rgb", "pipeline-local", "aggregate", "plots"} | {
+RGB_BRANCH = {CHECK_STAGE, "train-mobilenetv2-rgb", "export-mobilenetv2-rgb", "pipeline-local", "aggregate",
+              "plots"} | {
     f"paper-{paper}" for paper in PAPERS} | {
     f"{stage}-mobilenetv2-rgb-{artifact}" for artifact in ("onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static")
     for stage in ("evaluate", "benchmark-local")} | {
