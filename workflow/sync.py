@@ -101,7 +101,7 @@ def record(params, finished, current):
     write_text(layout.DVC_YAML_CHECK, CHECK_MARKER)  # what the check stage writes: dvc.yaml is current
     try:
         dvc_commit([CHECK_STAGE, *names])
-    except DvcException as err:
+    except (DvcException, OSError) as err:
         print(f"warning: DVC did not record the run ({str(err).splitlines()[0]}); run `dvc commit` after fixing "
               "it", file=sys.stderr)
         return
