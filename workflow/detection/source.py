@@ -54,7 +54,7 @@ def download(dataset, path):
 def missing_source(data):
     """Why detection.data names no dataset this machine has or can download, else None."""
     if not Path(data["path"]).exists() and not data["download"]:
-        return f"{data['path']} does not exist and detection.data.download is \"\" ({OFFLINE.split(' or ')[0]})"
+        return f"{data['path']} does not exist and detection.data.download is \"\" (nothing to download it from)"
     return None
 
 
