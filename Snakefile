@@ -12,6 +12,7 @@ from workflow.dag import (FORMATS, PACKED, artifact_path, artifacts_by_producer,
                           upstream_args)
 from workflow.detection import plan as det_plan
 from workflow.errors import UserError
+from workflow.pack import EVAL_KEYS, TRAIN_KEYS
 from workflow.config import load_params
 
 try:

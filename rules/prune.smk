@@ -7,10 +7,10 @@ rule prune:
         history="results/models/{model}/history.csv",
     input:
         source=lambda wc: f"results/models/{P['models'][wc.model]['prune']['from']}/model.pt",
-        data=["data/packed/rgb/train.npy", "data/packed/rgb/manifest.json"],
+        data="data/packed/train",
         test=packed("test.npy"),
         manifest=packed("manifest.json"),
-        code=["workflow/prune.py", "workflow/finetune.py", "workflow/models.py"],
+        code=["workflow/prune.py", "workflow/finetune.py", "workflow/models.py", "workflow/input_pipeline.py"],
     wildcard_constraints:
         model="|".join(PRUNED_MODELS) or "^$",
     params:

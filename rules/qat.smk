@@ -6,11 +6,11 @@ rule qat:
     input:
         checkpoint="results/models/{model}/model.pt",
         reference="results/artifacts/{model}/onnx-fp32.onnx",
-        data=["data/packed/rgb/train.npy", "data/packed/rgb/manifest.json"],
+        data="data/packed/train",
         test=packed("test.npy"),
         calib=packed("calib.npy"),
         manifest=packed("manifest.json"),
-        code=["workflow/qat.py", "workflow/finetune.py"],
+        code=["workflow/qat.py", "workflow/finetune.py", "workflow/input_pipeline.py"],
     wildcard_constraints:
         artifact="|".join(artifacts_by_producer(P, "qat")) or "^$",
     params:

@@ -5,10 +5,10 @@ rule train:
         metrics="results/models/{model}/train_metrics.json",
         history="results/models/{model}/history.csv",
     input:
-        "data/packed/rgb/train.npy",
-        "data/packed/rgb/manifest.json",
+        "data/packed/train",
         packed("test.npy"),
         packed("manifest.json"),
+        "workflow/input_pipeline.py",
         "workflow/train.py",
         "workflow/models.py",
         # a distilled model's teacher and init checkpoints, and the KD code

@@ -113,11 +113,18 @@ def cifar_npz():
 
 @pytest.fixture(scope="session")
 def packed_dir(tmp_path_factory, cifar_npz):
-    """Both color formats packed from the real CIFAR-10 images (small subsets)."""
+    """The training split and both color formats' eval splits, packed from the real CIFAR-10 images (small subsets)."""
     root = tmp_path_factory.mktemp("packed")
     params = write_params(root / "params.yaml", tiny_params())
+    pack_all(params, root)
+    return root
+
+
+def pack_all(params, root):
+    """python -m workflow.pack for the training split and both color formats into root/{train,rgb,yuv420}."""
+    run_module("pack", "--params", params, "--split", "train", "--out", root / "train", check=True)
     for fmt in ("rgb", "yuv420"):
-        run_module("pack", "--params", params, "--format", fmt, "--out", root / fmt, check=True)
+        run_module("pack", "--params", params, "--split", "eval", "--format", fmt, "--out", root / fmt, check=True)
     return root
 
 

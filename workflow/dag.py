@@ -21,6 +21,7 @@ from workflow.model_specs import qat_settings, upstream_models
 
 PARAMS = "params.yaml"
 PACKED = "data/packed"
+PACKED_TRAIN = f"{PACKED}/train"  # the training split (a folder: images.npy, or JPEG shards + index.npy)
 FORMATS = ("rgb", "yuv420")
 # An artifact's name starts with its file format: onnx-fp32, onnx-int8-static, tflite-fp16 ...
 FILE_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "hef": ".hef"}
@@ -123,8 +124,8 @@ def qat_stage(params, model, artifact):
         f"qat-{model}-{artifact}",
         f"python -m workflow.qat --params {PARAMS} --checkpoint {checkpoint} --reference {reference} "
         f"--data {PACKED} {options} --out {out}",
-        [checkpoint, reference, packed("rgb", "train.npy"), packed("rgb", "manifest.json"), packed(fmt, "test.npy"),
-         packed(fmt, "calib.npy"), packed(fmt, "manifest.json"), "workflow/qat.py", "workflow/finetune.py"],
+        [checkpoint, reference, PACKED_TRAIN, packed(fmt, "test.npy"), packed(fmt, "calib.npy"),
+         packed(fmt, "manifest.json"), "workflow/qat.py", "workflow/finetune.py", "workflow/input_pipeline.py"],
         [out, report_path(model, artifact)], params=["seed", "train", "export", "data.calib_subset",
                                                      f"artifacts.{artifact}"])
 
@@ -145,8 +146,7 @@ def train_stage(params, model):
     """train (workflow.train), or prune (workflow.prune) for a model with a prune section: same outputs."""
     spec = params["models"][model]
     fmt, model_dir = spec["input_format"], f"results/models/{model}"
-    data = [packed("rgb", "train.npy"), packed("rgb", "manifest.json"), packed(fmt, "test.npy"),
-            packed(fmt, "manifest.json")]
+    data = [PACKED_TRAIN, packed(fmt, "test.npy"), packed(fmt, "manifest.json"), "workflow/input_pipeline.py"]
     if "prune" in spec:
         source = checkpoint_of(spec["prune"]["from"])
         return Stage(
@@ -252,15 +252,26 @@ def packed(fmt, name):
     return f"{PACKED}/{fmt}/{name}"
 
 
-def stages(params):
-    out = []
+PACK_CODE = ["workflow/pack.py", "workflow/sources.py", "workflow/datasets.py"]
+
+
+def pack_stages():
+    """The training split (RGB, once for every input format) and each color format's test/calib splits."""
+    from workflow.pack import EVAL_KEYS, TRAIN_KEYS
+
+    out = [Stage("pack-train", f"python -m workflow.pack --params {PARAMS} --split train --out {PACKED_TRAIN}",
+                 PACK_CODE, [PACKED_TRAIN], params=["seed", *(f"data.{k}" for k in TRAIN_KEYS)])]
     for fmt in FORMATS:
-        files = [packed(fmt, f) for f in ("train.npy", "test.npy", "calib.npy", "manifest.json")]
         out.append(Stage(
             f"pack-{fmt}",
-            f"python -m workflow.pack --params {PARAMS} --format {fmt} --out {PACKED}/{fmt}",
-            ["workflow/pack.py", "workflow/datasets.py", "workflow/colorspace.py"],
-            files, params=["seed", "data"]))
+            f"python -m workflow.pack --params {PARAMS} --split eval --format {fmt} --out {PACKED}/{fmt}",
+            PACK_CODE + ["workflow/colorspace.py"], [packed(fmt, f) for f in ("test.npy", "calib.npy", "manifest.json")],
+            params=["seed", *(f"data.{k}" for k in EVAL_KEYS)]))
+    return out
+
+
+def stages(params):
+    out = pack_stages()
     summary_deps = []
     for model, spec in params["models"].items():
         fmt = spec["input_format"]
