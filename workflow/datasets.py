@@ -69,7 +69,8 @@ class PackedWriter:
             short = _temporary(self.path.with_name("short-" + self.path.name))
             out = np.lib.format.open_memmap(short, mode="w+", dtype=self.array.dtype, shape=(self.count,))
             for start in range(0, self.count, 4096):
-                out[start:start + 4096] = self.array[start:start + 4096]
+                stop = min(start + 4096, self.count)
+                out[start:stop] = self.array[start:stop]
             out.flush()
             del out
             os.replace(short, self.tmp)

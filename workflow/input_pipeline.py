@@ -72,10 +72,11 @@ def format_inputs(image, input_format, yuv_matrix):
 
 
 def decode_jpeg(data):
-    """JPEG bytes -> HWC uint8 RGB (libjpeg-turbo through torchvision, no PIL round trip)."""
-    from torchvision.io import ImageReadMode, decode_jpeg as decode
+    """JPEG bytes -> HWC uint8 RGB: TorchCodec's decoder (torchvision.io's successor; libjpeg-turbo, no PIL
+    round trip). It returns a CHW view of HWC memory, so the HWC array is free."""
+    from torchcodec.decoders import decode_jpeg as decode
 
-    return decode(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+    return decode(torch.frombuffer(data, dtype=torch.uint8), mode="RGB").permute(1, 2, 0).numpy()
 
 
 class TrainSet(torch.utils.data.Dataset):

@@ -120,7 +120,8 @@ def _load_cifar(kind, root, download):
     splits, dataset = {}, getattr(torchvision.datasets, class_name)
     try:
         for split, train in (("train", True), ("test", False)):
-            ds = dataset(root=str(root), train=train, download=download)
+            # with the archive in place torchvision's "download" only verifies its md5 and unpacks it (offline)
+            ds = dataset(root=str(root), train=train, download=download or archive.exists())
             splits[split] = (np.asarray(ds.data, dtype=np.uint8), ds.targets)
     except (OSError, RuntimeError, EOFError, KeyError, ValueError) as err:
         raise UserError(f"{archive}: {class_name} is missing or corrupt ({str(err).splitlines()[0]}); place the "
@@ -210,15 +211,14 @@ def list_image_folder(folder, classes=None):
             return False
         return True
 
-    try:
-        samples = make_dataset(str(folder), {c: i for i, c in enumerate(classes)}, is_valid_file=is_image,
-                               allow_empty=True)
-    except FileNotFoundError as err:  # a class folder of train/ missing here
-        raise UserError(f"{folder}: {str(err).splitlines()[0]}") from None
+    samples = make_dataset(str(folder), {c: i for i, c in enumerate(classes)}, is_valid_file=is_image,
+                           allow_empty=True)
     counts = np.bincount([label for _, label in samples], minlength=len(classes))
     if (counts == 0).any():
-        empty = classes[int(np.flatnonzero(counts == 0)[0])]
-        raise UserError(f"{folder / empty}: empty class folder (no files ending in {', '.join(IMG_EXTENSIONS)})")
+        empty = folder / classes[int(np.flatnonzero(counts == 0)[0])]
+        if not empty.is_dir():
+            raise UserError(f"{empty}: class folder missing (every class of the training folder needs one)")
+        raise UserError(f"{empty}: empty class folder (no files ending in {', '.join(IMG_EXTENSIONS)})")
     return [Path(p) for p, _ in samples], np.array([label for _, label in samples], dtype=np.int64), classes, ignored
 
 
