@@ -84,7 +84,7 @@ def test_invalid_yaml_is_one_line(tmp_path):
 
 def test_stage_entry_point_reports_without_traceback(tmp_path):
     params = write_params(tmp_path / "params.yaml", mutate(("train", "epochs"), -3))
-    result = run_module("pack", "--params", params, "--format", "rgb", "--out", tmp_path / "out")
+    result = run_module("pack", "--params", params, "--split", "eval", "--format", "rgb", "--out", tmp_path / "out")
     assert_one_line_error(result, "'train.epochs'", "got -3")
     assert not (tmp_path / "out").exists()
 

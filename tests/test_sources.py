@@ -12,21 +12,24 @@ from PIL import Image
 
 from conftest import (CIFAR_NPZ, IMAGENET, assert_one_line_error, coco_class_folder, run_module, tiny_params,
                       write_params)
+from workflow.config import validate
 from workflow.datasets import JpegShards, load_packed, open_train_split
 from workflow.errors import UserError
 from workflow.input_pipeline import PackedData
+from workflow.pack import pack_eval, pack_train
 
 
 def pack(params, out, *args):
+    """python -m workflow.pack as a user runs it (for its exit status and one-line errors)."""
     return run_module("pack", "--params", params, *args, "--out", out)
 
 
-def folder_params(tmp_path, path, **data):
+def folder_params(path, **data):
     values = {"source": "imagefolder", "path": str(path), "train_subset": 0, "test_subset": 0, "calib_subset": 4,
               "image_size": 224, "pack_workers": 1, **data}
     params = tiny_params(data=values)
     params["train"]["augment"]["random_resized_crop"] = {"scale": [0.08, 1.0], "ratio": [0.75, 4 / 3]}
-    return write_params(tmp_path / "params.yaml", params)
+    return validate(params)
 
 
 def manifest_of(folder):
@@ -42,10 +45,10 @@ def coco_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def coco_packed(tmp_path_factory, coco_folder):
     root = tmp_path_factory.mktemp("coco-packed")
-    params = folder_params(root, coco_folder, pack_workers=2, shard_size_mb=0.1)
-    for args, out in ((("--split", "train"), "train"), (("--split", "eval", "--format", "yuv420"), "yuv420"),
-                      (("--split", "eval", "--format", "rgb"), "rgb")):
-        assert pack(params, root / out, *args).returncode == 0
+    params = folder_params(coco_folder, pack_workers=2, shard_size_mb=0.1)
+    pack_train(params, root / "train")
+    for fmt in ("rgb", "yuv420"):
+        pack_eval(params, fmt, root / fmt)
     return root
 
 
@@ -76,8 +79,7 @@ def test_eval_images_are_torchvisions_reference_transform(coco_packed, coco_fold
 
 
 def test_same_pack_whatever_the_number_of_workers(tmp_path, coco_packed, coco_folder):
-    params = folder_params(tmp_path, coco_folder, pack_workers=1, shard_size_mb=0.1)
-    assert pack(params, tmp_path / "train", "--split", "train").returncode == 0
+    pack_train(folder_params(coco_folder, pack_workers=1, shard_size_mb=0.1), tmp_path / "train")
     ours, theirs = manifest_of(tmp_path / "train"), manifest_of(coco_packed / "train")
     assert ours["files"] == theirs["files"] and ours["index"] == theirs["index"]
 
@@ -97,9 +99,7 @@ def test_shard_checksum_mismatch_and_truncation_are_named(tmp_path, coco_packed)
 
 # ----------------------------------------------------------------------------- ImageNet fixture and layout
 def test_imagenet_fixture_jpegs_are_kept_byte_for_byte(tmp_path):
-    params = folder_params(tmp_path, IMAGENET)
-    assert pack(params, tmp_path / "train", "--split", "train").returncode == 0
-    manifest = manifest_of(tmp_path / "train")
+    manifest = pack_train(folder_params(IMAGENET), tmp_path / "train")
     assert manifest["kept_verbatim"] == manifest["count"] == 47  # 227x227 RGB JPEGs: within the 256 short side
     shards = JpegShards(tmp_path / "train", manifest)
     originals = sorted((IMAGENET / "train").rglob("*.JPEG"))
@@ -116,16 +116,14 @@ def test_torchvision_imagenet_layout(tmp_path):
     rows = [line.split("\t") for line in (IMAGENET / "classes.tsv").read_text().splitlines()[1:]]
     torch.save(({wnid: tuple(names.split(", ")) for wnid, _, names in rows}, []), root / "meta.bin")
     (root / "train" / rows[0][0] / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
-    params = folder_params(tmp_path, root, source="imagenet")
-    assert pack(params, tmp_path / "rgb", "--split", "eval", "--format", "rgb").returncode == 0
-    manifest = manifest_of(tmp_path / "rgb")
+    manifest = pack_eval(folder_params(root, source="imagenet"), "rgb", tmp_path / "rgb")
     assert manifest["classes"] == [r[0] for r in rows] and manifest["class_names"][0] == "tusker"
     assert manifest["splits"]["test"]["count"] == 28 and manifest["source"]["kind"] == "imagenet"
 
 
 def test_imagenet_without_archives_says_what_is_missing(tmp_path):
     (tmp_path / "imagenet").mkdir()
-    params = folder_params(tmp_path, tmp_path / "imagenet", source="imagenet")
+    params = write_params(tmp_path / "params.yaml", folder_params(tmp_path / "imagenet", source="imagenet"))
     assert_one_line_error(pack(params, tmp_path / "o", "--split", "train"), "imagenet",
                           "ILSVRC2012_devkit_t12.tar.gz")
 
@@ -204,19 +202,18 @@ NAMES = np.load(CIFAR_NPZ)["label_names"]
 ])
 def test_bad_labels_are_one_line_and_leave_no_file(tmp_path, labels, extra, fragments):
     path = npz_with(tmp_path, labels, **extra)
-    params = write_params(tmp_path / "params.yaml", tiny_params(data={
-        "path": str(path), "train_subset": 0, "test_subset": 0, "calib_subset": 4}))
-    for args, out in ((("--split", "train"), "train"), (("--split", "eval", "--format", "rgb"), "rgb")):
-        assert_one_line_error(pack(params, tmp_path / out, *args), str(path), *fragments)
-        assert not any(p.is_file() for p in (tmp_path / out).rglob("*"))
+    params = tiny_params(data={"path": str(path), "train_subset": 0, "test_subset": 0, "calib_subset": 4})
+    assert_one_line_error(pack(write_params(tmp_path / "params.yaml", params), tmp_path / "train", "--split", "train"),
+                          str(path), *fragments)
+    with pytest.raises(UserError, match=fragments[0]):
+        pack_eval(params, "rgb", tmp_path / "rgb")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.parent.name in ("train", "rgb")]
 
 
 def test_labels_beyond_int16_do_not_wrap(tmp_path):
     labels = np.where(np.arange(40) == 5, 70000, LABELS)
-    params = write_params(tmp_path / "params.yaml", tiny_params(data={
-        "path": str(npz_with(tmp_path, labels)), "train_subset": 0, "test_subset": 0, "calib_subset": 4}))
-    assert pack(params, tmp_path / "train", "--split", "train").returncode == 0
-    manifest = manifest_of(tmp_path / "train")
+    manifest = pack_train(tiny_params(data={"path": str(npz_with(tmp_path, labels)), "train_subset": 0,
+                                            "test_subset": 0, "calib_subset": 4}), tmp_path / "train")
     _, packed = open_train_split(tmp_path / "train", manifest)
     assert len(manifest["classes"]) == 70001 and packed[5] == 70000
 
@@ -241,19 +238,17 @@ def test_hidden_and_non_image_files_are_ignored(tmp_path):
     (root / "train" / "b" / ".thumbs").mkdir()
     (root / "train" / "b" / ".thumbs" / "x.png").write_bytes(b"not an image")
     (root / "val" / "a" / "notes.txt").write_text("not an image")
-    params = folder_params(tmp_path, root, image_size=0)
-    assert pack(params, tmp_path / "train", "--split", "train").returncode == 0
-    manifest = manifest_of(tmp_path / "train")
+    params = folder_params(root, image_size=0)
+    manifest = pack_train(params, tmp_path / "train")
     assert manifest["classes"] == ["a", "b"] and manifest["count"] == 6
-    assert pack(params, tmp_path / "rgb", "--split", "eval", "--format", "rgb").returncode == 0
-    assert manifest_of(tmp_path / "rgb")["source"]["ignored_files"] == 1
+    assert pack_eval(params, "rgb", tmp_path / "rgb")["source"]["ignored_files"] == 1
 
 
 def test_empty_class_folder_is_named(tmp_path):
     root = small_folder(tmp_path / "f")
     (root / "val" / "b").rename(root / "val" / ".b")
     (root / "val" / "b").mkdir()
-    params = folder_params(tmp_path, root, image_size=0)
+    params = write_params(tmp_path / "params.yaml", folder_params(root, image_size=0))
     assert_one_line_error(pack(params, tmp_path / "o", "--split", "train"), str(root / "val" / "b"),
                           "empty class folder")
 
@@ -268,24 +263,23 @@ def test_bad_image_is_named_or_skipped_and_counted(tmp_path, bad):
         target.write_bytes(b"<html>404 not found</html>")
     else:
         target.symlink_to(tmp_path / "gone.jpg")
-    params = folder_params(tmp_path, root)
+    params = write_params(tmp_path / "params.yaml", folder_params(root))
     assert_one_line_error(pack(params, tmp_path / "o", "--split", "train"), str(target), "cannot read image",
                           "data.on_bad: skip")
     assert not (tmp_path / "o" / "manifest.json").exists() and not list((tmp_path / "o").glob("*.bin"))
-    params = folder_params(tmp_path, root, on_bad="skip")
-    assert pack(params, tmp_path / "o", "--split", "train").returncode == 0
-    manifest = manifest_of(tmp_path / "o")
+    manifest = pack_train(folder_params(root, on_bad="skip"), tmp_path / "o")
     assert manifest["count"] == 6 and manifest["skipped"] == 1
     assert manifest["skipped_files"][0]["file"] == "train/a/9.jpg"
 
 
 def test_failed_repack_leaves_no_old_manifest_beside_new_files(tmp_path):
     root = small_folder(tmp_path / "f")
-    params = folder_params(tmp_path, root, shard_size_mb=0.001)
-    assert pack(params, tmp_path / "o", "--split", "train").returncode == 0
+    params = folder_params(root, shard_size_mb=0.001)
+    pack_train(params, tmp_path / "o")
     assert len(list((tmp_path / "o").glob("shard-*.bin"))) == 6
     (root / "train" / "b" / "zz.png").write_bytes(b"broken")
-    assert pack(params, tmp_path / "o", "--split", "train").returncode == 2
+    with pytest.raises(UserError, match="zz.png: cannot read image"):
+        pack_train(params, tmp_path / "o")
     assert not (tmp_path / "o" / "manifest.json").exists()
     assert not list((tmp_path / "o").glob("*.npy")) and not list((tmp_path / "o").glob(".*.tmp"))
 

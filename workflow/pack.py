@@ -84,19 +84,21 @@ def read_file(path):
         image = Image.open(io.BytesIO(data))
         image.load()  # decodes every byte: a truncated file fails here
     except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, DecompressionBombError ...
-        raise BadImage(f"cannot read image ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})")
+        detail = str(err).splitlines()[0][:120] if str(err) else ""
+        raise BadImage(f"cannot read image ({type(err).__name__}: {detail})") from None
     return data, image
 
 
 def eval_image(image, size, crop_fraction):
-    """torchvision's ImageNet evaluation transform: resize the short side to size/crop_fraction, center-crop."""
+    """torchvision's ImageNet evaluation transform: resize the short side to size/crop_fraction, center-crop
+    (size 0: the image as it is), as an HWC uint8 RGB array."""
     from torchvision.transforms.v2 import InterpolationMode, functional as F
 
-    if not size:
-        return np.asarray(image.convert("RGB"))
-    image = F.resize(image.convert("RGB"), int(size / crop_fraction), interpolation=InterpolationMode.BILINEAR,
-                     antialias=True)
-    return np.asarray(F.center_crop(image, size))
+    image = image.convert("RGB")
+    if size:
+        image = F.resize(image, int(size / crop_fraction), interpolation=InterpolationMode.BILINEAR, antialias=True)
+        image = F.center_crop(image, size)
+    return np.asarray(image)
 
 
 def train_jpeg(data, image, short_side, quality):
@@ -114,31 +116,18 @@ def train_jpeg(data, image, short_side, quality):
     return out.getvalue(), image.height, image.width, False
 
 
-def _eval_task(task):
-    path, size, fraction = task
+def eval_result(data, image, size, crop_fraction):
+    return (eval_image(image, size, crop_fraction),)
+
+
+def read_task(task):
+    """One file for the pool: ("ok", *transform(bytes, image, *args), sha256, bytes) or ("bad", reason)."""
+    transform, path, args = task
     try:
         data, image = read_file(path)
-        return "ok", eval_image(image, size, fraction), hashlib.sha256(data).hexdigest(), len(data)
     except BadImage as bad:
         return "bad", str(bad)
-
-
-def _train_task(task):
-    path, short_side, quality = task
-    try:
-        data, image = read_file(path)
-        return ("ok", *train_jpeg(data, image, short_side, quality), hashlib.sha256(data).hexdigest(), len(data))
-    except BadImage as bad:
-        return "bad", str(bad)
-
-
-def _raw_task(task):
-    path = task[0]
-    try:
-        data, image = read_file(path)
-        return "ok", np.asarray(image.convert("RGB")), hashlib.sha256(data).hexdigest(), len(data)
-    except BadImage as bad:
-        return "bad", str(bad)
+    return ("ok", *transform(data, image, *args), hashlib.sha256(data).hexdigest(), len(data))
 
 
 class Reader:
@@ -167,12 +156,12 @@ class Reader:
     def name(self, path):
         return str(Path(path).relative_to(self.source.root)) if self.source.root else str(path)
 
-    def results(self, split, indices, task, args):
-        """(index, label, result tuple) per readable image, in order."""
+    def results(self, split, indices, transform, args):
+        """(index, label, transform's result) per readable image, in order."""
         files = self.source.splits[split].files
         labels = self.source.splits[split].labels
-        tasks = ((str(files[i]), *args) for i in indices)
-        for i, result in zip(indices, self.map(task, tasks)):
+        tasks = ((transform, str(files[i]), args) for i in indices)
+        for i, result in zip(indices, self.map(read_task, tasks)):
             if result[0] == "bad":
                 self.bad(files[i], result[1])
                 continue
@@ -215,7 +204,7 @@ def eval_images(reader, split, indices):
             for i, image in zip(chunk, images[chunk]):
                 yield int(labels[i]), eval_image(Image.fromarray(image), size, fraction) if size else image
         return
-    for _, label, (image,) in reader.results(split, indices, _eval_task, (size, fraction)):
+    for _, label, (image,) in reader.results(split, indices, eval_result, (size, fraction)):
         yield label, image
 
 
@@ -231,8 +220,8 @@ def clear_outputs(out_dir, patterns):
 
 def base_manifest(source):
     manifest = {"classes": source.classes}
-    if "class_names" in source.extra:
-        manifest["class_names"] = source.extra["class_names"]
+    if source.class_names:
+        manifest["class_names"] = source.class_names
     return manifest
 
 
@@ -287,7 +276,7 @@ def to_i420(matrix, where):
 
 def pack_eval(params, color_format, out_dir):
     data, out_dir = params["data"], Path(out_dir)
-    clear_outputs(out_dir, ("test.npy", "calib.npy", "train.npy"))
+    clear_outputs(out_dir, ("test.npy", "calib.npy", "train.npy"))  # train.npy: the layout before data/packed/train
     source = load_source(data)
     indices = select_indices(source, data, params["seed"])
     convert = to_i420(data["yuv_matrix"], source.path) if color_format == "yuv420" else None
@@ -325,10 +314,9 @@ def pack_train(params, out_dir):
         if data["image_size"]:
             manifest.update(layout="jpeg", train_short_side=data["train_short_side"],
                             jpeg_quality=data["train_jpeg_quality"], **write_jpeg_split(reader, indices, out_dir))
-        else:
-            images = eval_images(reader, "train", indices) if source.in_memory else (
-                (label, image) for _, label, (image,) in reader.results("train", indices, _raw_task, ()))
-            shape, entry = write_raw_split(out_dir / RAW_TRAIN_FILE, images, len(indices), len(source.classes))
+        else:  # the images as they are: the evaluation transform at size 0
+            shape, entry = write_raw_split(out_dir / RAW_TRAIN_FILE, eval_images(reader, "train", indices),
+                                           len(indices), len(source.classes))
             entry = {**entry, "bytes": (out_dir / RAW_TRAIN_FILE).stat().st_size}
             manifest.update(layout="raw", height=int(shape[0]), width=int(shape[1]), count=entry.pop("count"),
                             class_counts=entry.pop("class_counts"), files=[entry])
@@ -352,7 +340,7 @@ def write_jpeg_split(reader, indices, out_dir):
             encoded = ((int(split.labels[i]), train_jpeg(None, Image.fromarray(split.images[i]), *args))
                        for i in indices)
         else:
-            encoded = ((label, result) for _, label, result in reader.results("train", indices, _train_task, args))
+            encoded = ((label, result) for _, label, result in reader.results("train", indices, train_jpeg, args))
         for label, (jpeg, height, width, kept) in encoded:
             writer.append(jpeg, label, height, width)
             counts[label] += 1

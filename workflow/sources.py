@@ -18,7 +18,7 @@ classes``, ``label_names`` one unique non-empty name per class.
 import hashlib
 import os
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,6 @@ CIFAR = {  # torchvision class, official archive, its md5, the folder it unpacks
 EVAL_FOLDERS = ("val", "test")  # the evaluation split of a folder source: val/ (torchvision) or test/
 NPZ_KEYS = (("train_data", "train_labels", "test_data", "test_labels"),
             ("x_train", "y_train", "x_test", "y_test"))
-SPLITS = ("train", "test")
 
 
 @dataclass
@@ -57,7 +56,7 @@ class Source:
     sha256: str = None            # array sources: the archive's; folder sources: None (the pack stage digests what it reads)
     ignored_files: int = 0        # non-image files in the folders
     root: Path = None             # folder sources: file names in manifests are relative to it
-    extra: dict = field(default_factory=dict)
+    class_names: list = None      # imagenet: a readable name per class (the classes are WordNet ids)
 
     @property
     def in_memory(self):
@@ -256,7 +255,7 @@ def _load_imagenet(root):
     except (RuntimeError, OSError, EOFError, KeyError, ValueError) as err:
         raise UserError(f"{root}: ImageNet archives missing or corrupt ({str(err).splitlines()[0]})") from None
     source = _folder_source("imagenet", root, root / "train", root / "val")
-    source.extra["class_names"] = [wnid_to_names.get(wnid, (wnid,))[0] for wnid in source.classes]
+    source.class_names = [wnid_to_names.get(wnid, (wnid,))[0] for wnid in source.classes]
     return source
 
 
