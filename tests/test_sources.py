@@ -159,7 +159,7 @@ def test_cifar100_source_offline_from_its_archive(tmp_path, monkeypatch):
     from workflow.sources import load_source
 
     md5 = write_cifar100_archive(tmp_path)
-    # torchvision's md5 table names the official files; the rest is its real code path (verify, extract, read)
+    # torchvision's md5 table names the official files; the rest is the real code path (verify, extract, read)
     cifar100 = torchvision.datasets.CIFAR100
     monkeypatch.setattr(cifar100, "tgz_md5", md5["archive"])
     monkeypatch.setattr(cifar100, "train_list", [["train", md5["train"]]])

@@ -17,6 +17,7 @@ classes``, ``label_names`` one unique non-empty name per class.
 """
 import hashlib
 import os
+import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +26,7 @@ import numpy as np
 
 from workflow.errors import UserError
 
-CIFAR = {  # torchvision class, official archive, its md5, the folder it unpacks to
-    "cifar10": ("CIFAR10", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py"),
-    "cifar100": ("CIFAR100", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python"),
-}
+CIFAR = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}  # data.source -> torchvision dataset class
 EVAL_FOLDERS = ("val", "test")  # the evaluation split of a folder source: val/ (torchvision) or test/
 NPZ_KEYS = (("train_data", "train_labels", "test_data", "test_labels"),
             ("x_train", "y_train", "x_test", "y_test"))
@@ -110,24 +108,28 @@ def check_label_names(names, where):
 # ----------------------------------------------------------------------------- array sources
 def _load_cifar(kind, root, download):
     import torchvision
+    from torchvision.datasets.utils import check_integrity, extract_archive
 
-    class_name, archive_name, md5, folder = CIFAR[kind]
-    archive = root / archive_name
-    if not download and not archive.exists() and not (root / folder).is_dir():
-        raise UserError(f"{archive}: {class_name} archive not found; place {archive_name} there "
+    dataset = getattr(torchvision.datasets, CIFAR[kind])
+    archive, md5 = root / dataset.filename, dataset.tgz_md5
+    if not download and not archive.exists() and not (root / dataset.base_folder).is_dir():
+        raise UserError(f"{archive}: {CIFAR[kind]} archive not found; place {dataset.filename} there "
                         "or set data.download: true")
-    splits, dataset = {}, getattr(torchvision.datasets, class_name)
+    splits = {}
     try:
+        if archive.exists() and not (root / dataset.base_folder).is_dir():  # offline: the official archive
+            if not check_integrity(str(archive), md5):
+                raise RuntimeError(f"md5 differs from the official {dataset.filename}'s")
+            extract_archive(str(archive), str(root))
         for split, train in (("train", True), ("test", False)):
-            # with the archive in place torchvision's "download" only verifies its md5 and unpacks it (offline)
-            ds = dataset(root=str(root), train=train, download=download or archive.exists())
+            ds = dataset(root=str(root), train=train, download=download)
             splits[split] = (np.asarray(ds.data, dtype=np.uint8), ds.targets)
-    except (OSError, RuntimeError, EOFError, KeyError, ValueError) as err:
-        raise UserError(f"{archive}: {class_name} is missing or corrupt ({str(err).splitlines()[0]}); place the "
-                        f"official {archive_name} (md5 {md5}) there, or use data.source: npz with a local "
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError, tarfile.TarError) as err:
+        raise UserError(f"{archive}: {CIFAR[kind]} is missing or corrupt ({str(err).splitlines()[0]}); place the "
+                        f"official {dataset.filename} (md5 {md5}) there, or use data.source: npz with a local "
                         "array file") from None
     classes = check_label_names(ds.classes, archive)
-    digest = _sha256_file(archive) if archive.exists() else _sha256_tree(root / folder)
+    digest = _sha256_file(archive) if archive.exists() else _sha256_tree(root / dataset.base_folder)
     return Source(kind, str(root), classes, {
         split: Split(check_labels(labels, len(classes), archive, split), images=images, where=str(archive))
         for split, (images, labels) in splits.items()}, sha256=digest)
