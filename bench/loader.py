@@ -22,7 +22,8 @@ with 2 worker processes (1 thread each), shuffled:
 The image sets: each ``--folder`` (an ImageFolder ``train/`` tree of JPEGs; default: the in-repo
 real images, COCO128's 640x480-class photographs and the 227x227 ILSVRC-2012 fixture), each
 repeated to ``--images`` files so that every loader reads as many distinct files. images/s is
-the median over ``--epochs`` timed epochs after a warm-up epoch (page cache warm for all).
+the median over ``--epochs`` timed epochs after a warm-up epoch (page cache warm for all); the
+loaders take turns, one epoch each per round, so that other load on the machine hits them alike.
 Also: bytes on disk of each format against the source JPEGs, and the 32 px CIFAR case (the raw
 ``images.npy`` layout vs the same images as packed JPEG shards), which decides whether the
 small-image path keeps its raw layout. Writes bench/results/loader.json.
@@ -82,16 +83,19 @@ def identity(x):
     return x
 
 
-def images_per_second(make_loader, epochs):
-    rates = []
+def images_per_second(loaders, epochs):
+    """{name: median images/s} of loader factories (epoch -> batches), measured in turns, one epoch each per
+    round, so that a busy machine slows them alike. Round 0 warms the page cache and the imports."""
+    rates = {name: [] for name in loaders}
     for epoch in range(epochs + 1):
-        batches = make_loader(epoch)
-        start, seen = time.perf_counter(), 0
-        for batch in batches:
-            seen += len(batch[-1])
-        if epoch:  # epoch 0 warms the page cache and the workers' imports
-            rates.append(seen / (time.perf_counter() - start))
-    return statistics.median(rates)
+        for name, make_loader in loaders.items():
+            batches = make_loader(epoch)
+            start, seen = time.perf_counter(), 0
+            for batch in batches:
+                seen += len(batch[-1])
+            if epoch:
+                rates[name].append(seen / (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 # ----------------------------------------------------------------------------- the image sets
@@ -227,14 +231,13 @@ def bench_224(name, source, tmp, images, epochs):
     params_full, manifest_full = pack(folder, tmp / f"{name}-packed-full", train_short_side=0)
     urls = write_webdataset(folder, tmp / f"{name}-wds")
     lit = write_litdata(folder, tmp / f"{name}-litdata")
-    rates = {
-        "imagefolder": images_per_second(lambda s: imagefolder_loader(folder, s), epochs),
-        "webdataset": images_per_second(lambda s: webdataset_loader(urls, s), epochs),
-        "litdata": images_per_second(lambda s: litdata_loader(lit, s), epochs),
-        "packed": images_per_second(lambda s: packed_loader(tmp / f"{name}-packed", params, s), epochs),
-        "packed_full_res": images_per_second(lambda s: packed_loader(tmp / f"{name}-packed-full", params_full, s),
-                                             epochs),
-    }
+    rates = images_per_second({
+        "imagefolder": lambda s: imagefolder_loader(folder, s),
+        "webdataset": lambda s: webdataset_loader(urls, s),
+        "litdata": lambda s: litdata_loader(lit, s),
+        "packed": lambda s: packed_loader(tmp / f"{name}-packed", params, s),
+        "packed_full_res": lambda s: packed_loader(tmp / f"{name}-packed-full", params_full, s),
+    }, epochs)
     source_size = source_bytes(folder)
     sizes = {"source_jpegs": source_size, "packed": manifest["bytes"], "packed_full_res": manifest_full["bytes"],
              "webdataset": folder_bytes(tmp / f"{name}-wds", "*.tar"), "litdata": folder_bytes(lit)}
@@ -267,8 +270,8 @@ def bench_32(tmp, epochs):
     jpeg_manifest = pack_train(validate(jpeg), tmp / "cifar-jpeg" / "train")
     pack_eval(jpeg, "rgb", tmp / "cifar-jpeg" / "rgb")
     source = load_source(params["data"])
-    rates = {"raw": images_per_second(lambda s: packed_loader(tmp / "cifar-raw", params, s), epochs),
-             "jpeg": images_per_second(lambda s: packed_loader(tmp / "cifar-jpeg", jpeg, s), epochs)}
+    rates = images_per_second({"raw": lambda s: packed_loader(tmp / "cifar-raw", params, s),
+                               "jpeg": lambda s: packed_loader(tmp / "cifar-jpeg", jpeg, s)}, epochs)
     return {"images": raw_manifest["count"], "augment": "pad-4 random crop + flip (as the default params)",
             "images_per_s": rates, "raw_vs_jpeg": rates["raw"] / rates["jpeg"],
             "bytes": {"raw": raw_manifest["files"][0]["bytes"], "jpeg": jpeg_manifest["bytes"],
@@ -278,7 +281,7 @@ def bench_32(tmp, epochs):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=2048, help="files per image set (the sources repeated)")
-    p.add_argument("--epochs", type=int, default=2, help="timed epochs per loader (after one warm-up)")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per loader (after one warm-up)")
     p.add_argument("--folder", action="append", default=[], help="an ImageFolder root (train/<class>/*.jpg)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "loader.json"))
     args = p.parse_args()

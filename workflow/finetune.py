@@ -32,7 +32,7 @@ def train_epoch(model, dataset, optimizer, cfg, seed, stream, device, after_back
     for step, (inputs, _, target) in enumerate(loader):
         if max_steps is not None and step >= max_steps:
             break
-        inputs, target = [x.to(device) for x in inputs], target.to(device)
+        inputs, target = [x.to(device).float() for x in inputs], target.to(device)  # uint8 from the loader
         logits = model(*inputs)
         loss = criterion(logits, target)
         optimizer.zero_grad(set_to_none=True)

@@ -1,4 +1,4 @@
-"""The training input pipeline: packed data -> torch Datasets of model inputs (float32, 0..255).
+"""The training input pipeline: packed data -> torch Datasets of model inputs (pixel values 0..255).
 
     data = PackedData("data/packed", "yuv420")           # manifests read, every file verified
     train = data.train_set(params["train"]["augment"])   # items: (inputs, teacher inputs, label)
@@ -62,13 +62,13 @@ def build_augment(aug, height):
 
 
 def format_inputs(image, input_format, yuv_matrix):
-    """One augmented uint8 RGB image (3, H, W) as a model's float inputs."""
+    """One augmented uint8 RGB image (3, H, W) as a model's inputs, uint8 planes."""
     if input_format == "rgb":
-        return (image.float(),)
+        return (image,)
     h, w = image.shape[1:]
     frame = rgb_to_i420(image.permute(1, 2, 0).numpy(), yuv_matrix)[None]
     y, uv = split_i420(frame, h, w)
-    return torch.from_numpy(y[0]).float(), torch.from_numpy(uv[0]).float()
+    return torch.from_numpy(y[0]), torch.from_numpy(uv[0])
 
 
 def decode_jpeg(data):
@@ -80,10 +80,12 @@ def decode_jpeg(data):
 
 
 class TrainSet(torch.utils.data.Dataset):
-    """Augmented training images in the model's input format (float32 0..255).
+    """Augmented training images in the model's input format, pixel values 0..255: uint8 (the training loop
+    converts on the device: a quarter of the bytes through the loader's shared memory), float32 with sensor
+    noise.
 
     Items are (inputs, teacher inputs, label); the teacher inputs (the same augmented image in
-    ``teacher_format``, without noise) are empty when there is no teacher.
+    ``teacher_format``, without noise, uint8) are empty when there is no teacher.
     """
 
     def __init__(self, images, labels, size, input_format, yuv_matrix, aug, teacher_format=None):
@@ -105,7 +107,8 @@ class TrainSet(torch.utils.data.Dataset):
         image = self.augment(torch.from_numpy(np.ascontiguousarray(self.rgb(i))).permute(2, 0, 1))
         inputs = format_inputs(image, self.input_format, self.yuv_matrix)
         if self.noise_std:
-            inputs = tuple((x + torch.randn_like(x) * self.noise_std).clamp_(0, 255) for x in inputs)
+            inputs = tuple((x + torch.randn_like(x, dtype=torch.float32) * self.noise_std).clamp_(0, 255)
+                           for x in inputs)
         teacher_inputs = format_inputs(image, self.teacher_format, self.yuv_matrix) if self.teacher_format else ()
         return inputs, teacher_inputs, self.labels[i]
 

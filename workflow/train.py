@@ -250,9 +250,10 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, in
         bar = tqdm(loader, desc=f"{model_name} epoch {epoch + 1}/{cfg['epochs']}", leave=False,
                    mininterval=1.0, disable=None)
         for inputs, teacher_inputs, target in bar:
-            inputs, target = [x.to(device) for x in inputs], target.to(device)
+            # uint8 pixels from the loader (a quarter of float32 through its workers' shared memory and to the device)
+            inputs, target = [x.to(device).float() for x in inputs], target.to(device)
             logits = model(*inputs)
-            loss = distillation.loss(logits, target, [x.to(device) for x in teacher_inputs])
+            loss = distillation.loss(logits, target, [x.to(device).float() for x in teacher_inputs])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
