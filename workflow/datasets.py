@@ -52,36 +52,42 @@ def _temporary(path):
 
 class PackedWriter:
     """Streams rows into a packed ``.npy`` (or an index) of at most ``capacity`` rows; ``close()``
-    shortens it to the rows written (images skipped as bad) and renames it into place."""
+    shortens it to the rows written (images skipped as bad) and renames it into place.
+
+    Each append maps the file only for its own rows: the pages written leave this process (they
+    stay in the page cache), so its memory does not grow with the split (bench/pack_memory.py)."""
 
     def __init__(self, path, capacity, dtype):
-        self.path, self.count = Path(path), 0
+        self.path, self.dtype, self.count, self.capacity = Path(path), np.dtype(dtype), 0, capacity
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = _temporary(self.path)
-        self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=dtype, shape=(capacity,))
+        # writes the header and sizes the file (sparse); the map is dropped at once
+        np.lib.format.open_memmap(self.tmp, mode="w+", dtype=self.dtype, shape=(capacity,))
 
     def append(self, rows):
-        self.array[self.count:self.count + len(rows)] = rows
+        array = np.load(self.tmp, mmap_mode="r+")
+        array[self.count:self.count + len(rows)] = rows
+        array.flush()
+        del array
         self.count += len(rows)
 
     def close(self):
-        if self.count < len(self.array):  # copy into a file of the final length, chunk by chunk
+        if self.count < self.capacity:  # a file of the final length: the new header, then the rows' bytes
             short = _temporary(self.path.with_name("short-" + self.path.name))
-            out = np.lib.format.open_memmap(short, mode="w+", dtype=self.array.dtype, shape=(self.count,))
-            for start in range(0, self.count, 4096):
-                stop = min(start + 4096, self.count)
-                out[start:stop] = self.array[start:stop]
-            out.flush()
-            del out
+            np.lib.format.open_memmap(short, mode="w+", dtype=self.dtype, shape=(self.count,))
+            with open(self.tmp, "rb") as src, open(short, "r+b") as dst:
+                src.seek(np.load(self.tmp, mmap_mode="r").offset)
+                dst.seek(np.load(short, mmap_mode="r").offset)
+                remaining = self.count * self.dtype.itemsize
+                while remaining:
+                    block = src.read(min(remaining, 1 << 24))
+                    dst.write(block)
+                    remaining -= len(block)
             os.replace(short, self.tmp)
-        else:
-            self.array.flush()
-        del self.array
         _atomic_rename(self.tmp, self.path)
         return self.path
 
     def abort(self):
-        self.array = None
         Path(self.tmp).unlink(missing_ok=True)
 
 

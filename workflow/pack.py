@@ -160,8 +160,10 @@ class Reader:
         """(index, label, transform's result) per readable image, in order."""
         files = self.source.splits[split].files
         labels = self.source.splits[split].labels
-        tasks = ((transform, str(files[i]), args) for i in indices)
-        for i, result in zip(indices, self.map(read_task, tasks)):
+        # CHUNK files at a time: the pool never runs further ahead of the writer than that
+        results = (result for chunk in chunks(indices)
+                   for result in self.map(read_task, [(transform, str(files[i]), args) for i in chunk]))
+        for i, result in zip(indices, results):
             if result[0] == "bad":
                 self.bad(files[i], result[1])
                 continue
@@ -234,7 +236,7 @@ def write_raw_split(path, images, capacity, num_classes, convert=None):
         stored = convert(np.stack(batch)) if convert else np.stack(batch)
         if writer is None:
             writer = PackedWriter(path, capacity, packed_dtype(stored.shape[1:]))
-        rows = np.empty(len(labels), dtype=writer.array.dtype)
+        rows = np.empty(len(labels), dtype=writer.dtype)
         rows["image"], rows["label"] = stored, labels
         writer.append(rows)
 
