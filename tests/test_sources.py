@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import (CIFAR_NPZ, IMAGENET, assert_one_line_error, coco_class_folder, run_module, tiny_params,
+from conftest import (CIFAR_NPZ, IMAGENET, REPO, assert_one_line_error, coco_class_folder, run_module, tiny_params,
                       write_params)
 from workflow.config import validate
 from workflow.datasets import JpegShards, load_packed, open_train_split
@@ -286,7 +286,6 @@ def test_failed_repack_leaves_no_old_manifest_beside_new_files(tmp_path):
 
 def test_cifar100_overlay_applies(tmp_path):
     """Seed 002's E3 (ai85nascifarnet on CIFAR-100): the overlay leaves params.yaml valid."""
-    from conftest import REPO
     from workflow.config import load_schema
 
     archs = load_schema()["properties"]["models"]["additionalProperties"]["properties"]["arch"]["enum"]
