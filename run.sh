@@ -4,9 +4,10 @@
 #   ./run.sh -S data.path=/path/cifar10.npz    # offline: a folder with cifar-10-python.tar.gz, or an .npz
 #   ./run.sh --cores 8 results/models/mobilenetv2-rgb/model.pt          # any snakemake arguments
 #   ./run.sh --paper yuv420_mobilenetv2 [--full]   # a paper's small (or full) configuration -> its table
+#   ./run.sh --paper yuv420_mobilenetv2 --scale imagenet-fixture   # any other config/papers/<id>/<name>.yaml
 # -S key=value edits params.yaml in place (like `dvc exp run -S`) before running;
-# --paper applies config/papers/<id>/small.yaml (or full.yaml) to params.yaml the same way and adds
-# the paper's table to the targets. When the run ends, DVC has recorded what it completed.
+# --paper applies config/papers/<id>/small.yaml (or full.yaml, or <scale>.yaml) to params.yaml the same way
+# and adds the paper's table to the targets. When the run ends, DVC has recorded what it completed.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh
@@ -19,6 +20,7 @@ while [ $# -gt 0 ]; do
     -S) sets+=("$2"); shift 2 ;;
     --paper) paper="$2"; shift 2 ;;
     --full) scale=full; shift ;;
+    --scale) scale="$2"; shift 2 ;;
     *) break ;;
   esac
 done

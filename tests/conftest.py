@@ -126,11 +126,18 @@ def cifar_npz():
 
 @pytest.fixture(scope="session")
 def packed_dir(tmp_path_factory, cifar_npz):
-    """Both color formats packed from the real CIFAR-10 images (small subsets)."""
+    """The training split and both color formats' eval splits, packed from the real CIFAR-10 images (small subsets)."""
     root = tmp_path_factory.mktemp("packed")
     params = write_params(root / "params.yaml", tiny_params())
+    pack_all(params, root)
+    return root
+
+
+def pack_all(params, root):
+    """python -m workflow.pack for the training split and both color formats into root/{train,rgb,yuv420}."""
+    run_module("pack", "--params", params, "--split", "train", "--out", root / "train", check=True)
     for fmt in ("rgb", "yuv420"):
-        run_module("pack", "--params", params, "--format", fmt, "--out", root / fmt, check=True)
+        run_module("pack", "--params", params, "--split", "eval", "--format", fmt, "--out", root / fmt, check=True)
     return root
 
 
@@ -149,3 +156,26 @@ def trained(tmp_path_factory, packed_dir):
 
 def deep_copy(obj):
     return copy.deepcopy(obj)
+
+
+IMAGENET = TEST_DATA / "imagenet"  # 47 train / 28 val real ILSVRC-2012 images, 14 classes (ImageFolder layout)
+COCO_ANIMALS = range(14, 24)  # COCO class ids bird .. giraffe
+
+
+def coco_class_folder(dest):
+    """COCO128's in-repo photographs (variable sizes) as a 3-class ImageFolder: person (any person box),
+    animal (else any animal box), other; every third image of a class goes to val/. Links, not copies."""
+    dest = Path(dest)
+    images = sorted((COCO128 / "images" / "train2017").glob("*.jpg"))
+    by_class = {}
+    for image in images:
+        label = COCO128 / "labels" / "train2017" / f"{image.stem}.txt"
+        ids = {int(line.split()[0]) for line in label.read_text().splitlines() if line.strip()} if label.exists() else set()
+        name = "person" if 0 in ids else "animal" if ids & set(COCO_ANIMALS) else "other"
+        by_class.setdefault(name, []).append(image)
+    for name, files in by_class.items():
+        for i, image in enumerate(files):
+            target = dest / ("val" if i % 3 == 2 else "train") / name / image.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(image)
+    return dest

@@ -18,7 +18,7 @@ def mutate(path, value):
 MUTATIONS = [
     (("seed",), "zero", "'seed'"),
     (("seed",), -1, "'seed'"),
-    (("data", "source"), "cifar100", "'data.source'"),
+    (("data", "source"), "mnist", "'data.source'"),
     (("data", "train_subset"), 1.5, "'data.train_subset'"),
     (("data", "calib_subset"), 0, "'data.calib_subset'"),
     (("data", "yuv_matrix"), "bt2020", "bt601"),
@@ -68,7 +68,7 @@ def test_mutated_params_give_one_line_error_naming_the_key(path, value, fragment
 
 
 def test_enum_error_lists_allowed_values():
-    with pytest.raises(UserError, match='expected one of "cifar10", "npz", "imagefolder"'):
+    with pytest.raises(UserError, match='expected one of "cifar10", "cifar100", "npz", "imagefolder", "imagenet"'):
         validate(mutate(("data", "source"), "mnist"))
 
 
@@ -85,7 +85,7 @@ def test_invalid_yaml_is_one_line(tmp_path):
 
 def test_stage_entry_point_reports_without_traceback(tmp_path):
     params = write_params(tmp_path / "params.yaml", mutate(("train", "epochs"), -3))
-    result = run_module("pack", "--params", params, "--format", "rgb", "--out", tmp_path / "out")
+    result = run_module("pack", "--params", params, "--split", "eval", "--format", "rgb", "--out", tmp_path / "out")
     assert_one_line_error(result, "'train.epochs'", "got -3")
     assert not (tmp_path / "out").exists()
 
@@ -93,13 +93,13 @@ def test_stage_entry_point_reports_without_traceback(tmp_path):
 def test_snakefile_validates_before_any_job(tmp_path):
     for item in ("Snakefile", "rules", "workflow", "profiles"):
         (tmp_path / item).symlink_to(REPO / item)
-    write_params(tmp_path / "params.yaml", mutate(("data", "source"), "cifar100"))
+    write_params(tmp_path / "params.yaml", mutate(("data", "source"), "mnist"))
     result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1"], cwd=tmp_path,
                             capture_output=True, text=True)
     assert result.returncode != 0
     errors = [line for line in (result.stdout + result.stderr).splitlines() if "error" in line.lower()]
-    assert errors == ["error: params.yaml: key 'data.source': got \"cifar100\", expected one of "
-                      "\"cifar10\", \"npz\", \"imagefolder\""], result.stderr
+    assert errors == ["error: params.yaml: key 'data.source': got \"mnist\", expected one of "
+                      "\"cifar10\", \"cifar100\", \"npz\", \"imagefolder\", \"imagenet\""], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "results").exists()
 

@@ -119,7 +119,7 @@ def test_param_change_reruns_only_the_affected_branch(project):
 
 
 def test_dvc_checkout_then_sync_does_not_rerun(project):
-    victims = ["data/packed/rgb/train.npy", "results/models/mobilenetv2-yuv420/model.pt",
+    victims = ["data/packed/train/images.npy", "results/models/mobilenetv2-yuv420/model.pt",
                "results/artifacts/mobilenetv2-rgb/onnx-fp32.onnx", "results/summary.csv"]
     before = {v: (project / v).read_bytes() for v in victims}
     for v in victims:

@@ -141,7 +141,7 @@ def test_stage_entry_point_rejects_a_mutated_file_before_work(tmp_path):
     path, value, key = next(m for m in MUTATIONS if m[0] == ("data", "train_subset") and m[1] == "not-a-number")
     assert key == "data.train_subset"
     params = write_params(tmp_path / "params.yaml", apply_mutation(tiny_params(), path, value))
-    result = run_module("pack", "--params", params, "--format", "rgb", "--out", tmp_path / "packed")
+    result = run_module("pack", "--params", params, "--split", "eval", "--format", "rgb", "--out", tmp_path / "packed")
     assert_one_line_error(result, key)
     assert not (tmp_path / "packed").exists()
 
@@ -150,7 +150,7 @@ def test_stage_entry_point_rejects_a_mutated_file_before_work(tmp_path):
 def test_corrupt_packed_dataset_is_named_by_train(tmp_path, packed_dir):
     data = tmp_path / "packed"
     shutil.copytree(packed_dir, data, ignore=shutil.ignore_patterns("*.yaml"))
-    bad = data / "rgb" / "train.npy"
+    bad = data / "train" / "images.npy"
     blob = bytearray(bad.read_bytes())
     blob[len(blob) // 2:len(blob) // 2 + 64] = bytes(64)
     bad.write_bytes(bytes(blob))

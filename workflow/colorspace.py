@@ -31,10 +31,12 @@ def rgb_to_i420(rgb, matrix="bt601"):
     *lead, h, w, c = rgb.shape
     if c != 3 or h % 2 or w % 2:
         raise ValueError(f"expected (..., H, W, 3) with even H and W, got {rgb.shape}")
-    yuv = rgb.astype(np.float64) @ rgb_to_yuv_matrix(matrix).T
-    yuv[..., 1:] += 128.0
+    # one (pixels x 3) @ (3 x 3) product, and chroma as the sum of the four pixels of each 2x2 block:
+    # several times faster than a stacked matmul and mean over a 6-D view (the loader converts every crop)
+    yuv = (rgb.reshape(-1, 3) @ rgb_to_yuv_matrix(matrix).T).reshape(*lead, h, w, 3)
     y = yuv[..., 0]
-    uv = yuv[..., 1:].reshape(*lead, h // 2, 2, w // 2, 2, 2).mean(axis=(-4, -2))
+    uv = (yuv[..., 0::2, 0::2, 1:] + yuv[..., 1::2, 0::2, 1:] + yuv[..., 0::2, 1::2, 1:] + yuv[..., 1::2, 1::2, 1:]) / 4
+    uv += 128.0
     planes = [y.reshape(*lead, h * w),
               uv[..., 0].reshape(*lead, h * w // 4),
               uv[..., 1].reshape(*lead, h * w // 4)]

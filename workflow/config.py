@@ -40,6 +40,7 @@ def _check_semantics(params, source):
     if data["train_subset"] and data["calib_subset"] > data["train_subset"]:
         raise UserError(f"{source}: key 'data.calib_subset': got {data['calib_subset']}, expected at most "
                         f"data.train_subset ({data['train_subset']})")
+    _check_image_size(params, source)
     for model, spec in params["models"].items():
         for i, name in enumerate(spec.get("artifacts", [])):
             if name not in params["artifacts"]:
@@ -70,6 +71,23 @@ def _check_semantics(params, source):
         if pipeline["enabled"] and (model is None or model["input_format"] != fmt):
             raise UserError(f"{source}: key 'benchmark.pipeline.{key}': got {pipeline[key]!r}, expected a model "
                             f"of `models` with input_format {fmt}")
+
+
+def _check_image_size(params, source):
+    """The ImageNet pack-time policy needs the loader's random-resized crop; I420 needs even sizes."""
+    size, crop = params["data"]["image_size"], params["train"]["augment"].get("random_resized_crop")
+    if size and crop is None:
+        raise UserError(f"{source}: key 'train.augment.random_resized_crop': got null, expected {{scale: [min, max], "
+                        f"ratio: [min, max]}}: with data.image_size {size} training images keep their own sizes and "
+                        f"the loader crops them to {size}x{size}")
+    for key in ("scale", "ratio"):
+        if crop and crop[key][0] > crop[key][1]:
+            raise UserError(f"{source}: key 'train.augment.random_resized_crop.{key}': got {crop[key]}, expected "
+                            "[min, max] with min <= max")
+    yuv = [m for m, spec in params["models"].items() if spec["input_format"] == "yuv420"]
+    if size % 2 and yuv:
+        raise UserError(f"{source}: key 'data.image_size': got {size}, expected an even size (model {yuv[0]} "
+                        "takes YUV 4:2:0, whose chroma planes are half the size)")
 
 
 def _check_devices(params, source):

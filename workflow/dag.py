@@ -133,8 +133,11 @@ def model_outputs(*extra_metrics):
 
 
 # ----------------------------------------------------------------------------- the stage families
+PACK_TRAIN = Rule("pack_train", "pack-train", (),
+                  lambda params: Outputs(outs=(layout.packed_train(),), dirs=(layout.packed_train(),)), "data",
+                  "Pack the training split once, in RGB, for every input format (raw pixels, or JPEG shards + index).")
 PACK = Rule("pack", "pack", ("fmt",), lambda params, fmt: Outputs(outs=tuple(layout.packed_files(fmt))), "data",
-            "Pack the dataset source into single-file train/test/calib splits of one color format.")
+            "Pack one color format's evaluation splits (test, and calib drawn from the training subset).")
 TRAIN = Rule("train", "train", ("model",), model_outputs(), "train",
              "Train one model variant of params.yaml `models` (checkpoint every epoch, resumable).")
 PRUNE = Rule("prune", "prune", ("model",), model_outputs(layout.prune_report), "optimize",
@@ -204,16 +207,29 @@ DET_AGGREGATE = Rule("det_aggregate", "det-aggregate", (),
 
 
 # ----------------------------------------------------------------------------- one stage of each family
-def pack_stage(params, fmt):
-    return stage(PACK, params, f"python -m workflow.pack --params {PARAMS} --format {fmt} "
-                               f"--out {layout.packed_dir(fmt)}",
-                 ["workflow/pack.py", "workflow/datasets.py", "workflow/colorspace.py"], ["seed", "data"], fmt=fmt)
+PACK_CODE = ["workflow/pack.py", "workflow/sources.py", "workflow/datasets.py"]
+
+
+def pack_stages(params):
+    """The training split (RGB, once for every input format) and each color format's test/calib splits."""
+    from workflow.pack import EVAL_KEYS, TRAIN_KEYS
+
+    workers = params["data"]["pack_workers"]
+    return [stage(PACK_TRAIN, params, f"python -m workflow.pack --params {PARAMS} --split train "
+                                      f"--out {layout.packed_train()}",
+                  PACK_CODE, ["seed", *(f"data.{k}" for k in TRAIN_KEYS)], workers),
+            *(stage(PACK, params, f"python -m workflow.pack --params {PARAMS} --split eval --format {fmt} "
+                                  f"--out {layout.packed_dir(fmt)}",
+                    PACK_CODE + ["workflow/colorspace.py"], ["seed", *(f"data.{k}" for k in EVAL_KEYS)], workers,
+                    fmt=fmt)
+              for fmt in FORMATS)]
 
 
 def training_data(fmt):
-    """Training always augments the RGB images (YUV models see them converted); tests use the model's format."""
-    return [layout.packed_split("rgb", "train"), layout.packed_manifest("rgb"), layout.packed_split(fmt, "test"),
-            layout.packed_manifest(fmt)]
+    """Training reads the RGB training split (YUV models see it converted after the crop); tests use the model's
+    format."""
+    return [layout.packed_train(), layout.packed_split(fmt, "test"), layout.packed_manifest(fmt),
+            "workflow/input_pipeline.py"]
 
 
 def train_stage(params, model):
@@ -346,7 +362,7 @@ def pipeline_stages(params):
 
 
 def classification_stages(params):
-    out = [pack_stage(params, fmt) for fmt in FORMATS]
+    out = pack_stages(params)
     for model in params["models"]:
         out += [train_stage(params, model), export_stage(params, model)]
         for artifact in artifacts_of(params, model):

@@ -13,7 +13,7 @@ import numpy as np
 
 from workflow.artifacts import failure_reason
 from workflow.config import load_params, params_hash
-from workflow.datasets import load_packed, to_model_inputs
+from workflow.datasets import INPUT_NAMES, load_packed, to_model_inputs
 from workflow.errors import UserError, cli
 from workflow.io import read_json, sha256_file, write_json
 from workflow.provenance import provenance
@@ -87,14 +87,15 @@ def evaluate(params, artifact, packed, manifest_path, out):
     manifest = read_json(manifest_path)
     images, labels = load_packed(packed, manifest, "test")
     model = load_runtime_model(artifact, cfg["num_threads"])
-    inputs = to_model_inputs(images, manifest["color_format"], manifest["height"], manifest["width"])
+    names = INPUT_NAMES[manifest["color_format"]]
     # ONNX inputs match by name; a LiteRT model maps the data onto its inputs by name or shape itself
-    if isinstance(model, OnnxRuntimeModel) and sorted(inputs) != sorted(model.input_names):
+    if isinstance(model, OnnxRuntimeModel) and sorted(names) != sorted(model.input_names):
         raise UserError(f"{artifact}: model inputs {model.input_names} do not match the "
-                        f"{manifest['color_format']} packed data ({sorted(inputs)})")
+                        f"{manifest['color_format']} packed data ({sorted(names)})")
     batch = model.max_batch or cfg["batch_size"]
-    preds = np.concatenate([
-        model({k: v[s:s + batch] for k, v in inputs.items()}).argmax(1) for s in range(0, len(labels), batch)])
+    preds = np.concatenate([  # batch by batch from the memory map: the split never sits in memory as floats
+        model(to_model_inputs(images[s:s + batch], manifest["color_format"], manifest["height"],
+                              manifest["width"])).argmax(1) for s in range(0, len(labels), batch)])
     correct = preds == labels
     classes = manifest["classes"]
     confusion = np.zeros((len(classes), len(classes)), dtype=int)

@@ -7,8 +7,7 @@ noise), and the same determinism: the epoch's shuffling and augmentation derive 
 import torch
 from torch import nn
 
-from workflow import layout
-from workflow.train import build_augment, seed_everything, TrainSet
+from workflow.train import seed_everything
 
 
 def sgd(model, lr, cfg):
@@ -18,11 +17,6 @@ def sgd(model, lr, cfg):
     return torch.optim.SGD([{"params": decay, "weight_decay": cfg["weight_decay"]},
                             {"params": no_decay, "weight_decay": 0.0}],
                            lr=lr, momentum=cfg["momentum"], nesterov=cfg["nesterov"])
-
-
-def train_set(cfg, images, labels, input_format, yuv_matrix, height):
-    return TrainSet(images, labels, input_format, yuv_matrix, build_augment(cfg["augment"], height),
-                    cfg["augment"]["gaussian_noise_std"])
 
 
 def train_epoch(model, dataset, optimizer, cfg, seed, stream, device, after_backward=None, max_steps=None):
@@ -38,7 +32,7 @@ def train_epoch(model, dataset, optimizer, cfg, seed, stream, device, after_back
     for step, (inputs, _, target) in enumerate(loader):
         if max_steps is not None and step >= max_steps:
             break
-        inputs, target = [x.to(device) for x in inputs], target.to(device)
+        inputs, target = [x.to(device).float() for x in inputs], target.to(device)  # uint8 from the loader
         logits = model(*inputs)
         loss = criterion(logits, target)
         optimizer.zero_grad(set_to_none=True)
@@ -50,23 +44,3 @@ def train_epoch(model, dataset, optimizer, cfg, seed, stream, device, after_back
         correct += (logits.argmax(1) == target).sum().item()
         seen += len(target)
     return {"train_loss": loss_sum / seen, "train_top1": correct / seen}
-
-
-def load_split_data(data_dir, input_format):
-    """The RGB training split and the model format's test split, checksums verified against the manifests."""
-    from pathlib import Path
-
-    from workflow.datasets import load_packed
-    from workflow.io import read_json
-    from workflow.train import test_inputs
-
-    data_dir = Path(data_dir)
-    rgb_manifest = read_json(layout.packed_manifest("rgb", data_dir))
-    manifest = read_json(layout.packed_manifest(input_format, data_dir))
-    train_images, train_labels = load_packed(layout.packed_split("rgb", "train", data_dir), rgb_manifest, "train")
-    test_images, test_labels = load_packed(layout.packed_split(input_format, "test", data_dir), manifest, "test")
-    return {"train_images": train_images, "train_labels": train_labels,
-            "test_x": test_inputs(test_images, input_format, manifest["height"], manifest["width"]),
-            "test_y": torch.from_numpy(test_labels), "manifest": manifest,
-            "yuv_matrix": manifest.get("yuv_matrix") or "bt601",
-            "data_sha256": [rgb_manifest["splits"]["train"]["sha256"], manifest["splits"]["test"]["sha256"]]}

@@ -14,7 +14,10 @@ PARAMS = "params.yaml"
 
 # ----------------------------------------------------------------------------- data
 PACKED = "data/packed"
-PACKED_SPLITS = ("train", "test", "calib")
+# The training split is packed once, in RGB, for every input format (a folder: images.npy, or JPEG
+# shards + index.npy); each color format has its own evaluation splits.
+PACKED_TRAIN = "train"
+EVAL_SPLITS = ("test", "calib")
 
 
 def packed_dir(fmt, root=PACKED):
@@ -41,7 +44,13 @@ def packed_manifest(fmt, root=PACKED):
 
 
 def packed_files(fmt, root=PACKED):
-    return [packed_split(fmt, split, root) for split in PACKED_SPLITS] + [packed_manifest(fmt, root)]
+    """A color format's evaluation splits and manifest."""
+    return [packed_split(fmt, split, root) for split in EVAL_SPLITS] + [packed_manifest(fmt, root)]
+
+
+def packed_train(root=PACKED):
+    """The training split's folder (workflow.pack --split train --out)."""
+    return f"{root}/{PACKED_TRAIN}"
 
 
 # ----------------------------------------------------------------------------- classification results

@@ -35,7 +35,8 @@ from torch import nn
 from workflow import layout
 from workflow.config import load_params, params_hash
 from workflow.errors import UserError, cli
-from workflow.finetune import load_split_data, sgd, train_epoch, train_set
+from workflow.finetune import sgd, train_epoch
+from workflow.input_pipeline import PackedData
 from workflow.io import sha256_file, write_json, write_text
 from workflow.model_specs import prune_settings, total_epochs
 from workflow.models import example_inputs, layer_shapes
@@ -83,13 +84,13 @@ def prune(params, model_name, source, data_dir, out_dir):
     model, ckpt = load_frozen(source, "source")
     for p in model.parameters():
         p.requires_grad_(True)
-    data = load_split_data(data_dir, fmt)
+    data = PackedData(data_dir, fmt)
     classes, height, width = ckpt["classes"], ckpt["height"], ckpt["width"]
-    if data["manifest"]["classes"] != classes:
-        raise UserError(f"{source}: trained on classes {classes}, the packed data has {data['manifest']['classes']}")
+    if data.classes != classes:
+        raise UserError(f"{source}: trained on classes {classes}, the packed data has {data.classes}")
     model.to(device)
     example = tuple(x.to(device) for x in example_inputs(fmt, height, width))
-    dataset = train_set(cfg, data["train_images"], data["train_labels"], fmt, data["yuv_matrix"], height)
+    dataset = data.train_set(cfg["augment"])
     history, epoch, start = [], 0, time.perf_counter()
 
     def fit(epochs, pruner, phase):
@@ -98,7 +99,7 @@ def prune(params, model_name, source, data_dir, out_dir):
         for _ in range(epochs):
             stats = train_epoch(model, dataset, optimizer, cfg, seed, 500 + epoch, device,
                                 after_backward=lambda m: pruner.regularize(m))
-            test = evaluate(model, data["test_x"], data["test_y"], len(classes), device)
+            test = evaluate(model, data.test_set(), len(classes), device)
             epoch += 1
             history.append({"epoch": epoch, "phase": phase, "lr": settings["lr"], **stats,
                             "test_loss": test["loss"], "test_top1": test["top1"]})
@@ -107,7 +108,7 @@ def prune(params, model_name, source, data_dir, out_dir):
 
     def record(iteration):
         model.eval()
-        test = evaluate(model, data["test_x"], data["test_y"], len(classes), device)
+        test = evaluate(model, data.test_set(), len(classes), device)
         return {"iteration": iteration, **footprint(model, example), "top1": test["top1"],
                 "channels": conv_channels(model)}
 
@@ -133,7 +134,7 @@ def prune(params, model_name, source, data_dir, out_dir):
         f"{h['epoch']},{h['lr']:.6g},{h['train_loss']:.6f},{h['train_top1']:.6f},{h['test_loss']:.6f},"
         f"{h['test_top1']:.6f}\n" for h in history))
     run_key = params_hash({"seed": seed, "model": spec, "train": cfg, "source": sha256_file(source),
-                           "data": data["data_sha256"]})
+                           "data": data.sha256})
     layers = list(iterations[0]["channels"])
     report = {
         "model": model_name, "from": settings["from"], "settings": settings,
@@ -147,13 +148,13 @@ def prune(params, model_name, source, data_dir, out_dir):
         "history": history, "provenance": provenance(run_key),
     }
     write_json(out_dir / "prune_report.json", report)
-    final = evaluate(model, data["test_x"], data["test_y"], len(classes), torch.device("cpu"))
+    final = evaluate(model, data.test_set(), len(classes), torch.device("cpu"))
     metrics = {
         "model": model_name, "input_format": fmt, "arch": spec["arch"], "width_mult": spec["width_mult"],
         "top1": final["top1"], "loss": final["loss"], "per_class_top1": dict(zip(classes, final["per_class_top1"])),
         "epochs": settings["sparse_epochs"] + settings["iterations"] * settings["finetune_epochs"],
         "total_epochs": total_epochs(params, model_name), "lr": settings["lr"], "train_images": len(dataset),
-        "test_images": len(data["test_y"]), "params": sum(p.numel() for p in model.parameters()),
+        "test_images": len(data.test_labels), "params": sum(p.numel() for p in model.parameters()),
         "device": str(device), "wall_time_s": round(train_seconds, 2), "model_sha256": sha256_file(model_path),
         "teacher": None, "kd_type": None, "kd_alpha": None,
         "prune_from": settings["from"], "prune_ratio": settings["ratio"], "prune_iteration": settings["iterations"],

@@ -47,7 +47,8 @@ from workflow import layout
 from workflow.artifacts import write_failed
 from workflow.config import load_params, params_hash
 from workflow.errors import UserError, cli, positive_int
-from workflow.finetune import load_split_data, sgd, train_epoch, train_set
+from workflow.finetune import sgd, train_epoch
+from workflow.input_pipeline import PackedData
 from workflow.io import atomic_path, sha256_file, write_json
 from workflow.model_specs import QAT_DEFAULTS
 from workflow.models import _set_module, example_inputs, load_checkpoint
@@ -161,8 +162,8 @@ def export_qdq(model, input_names, input_format, height, width, path, export_cfg
     onnx.checker.check_model(str(path))
 
 
-def finetune(qat_model, data, cfg, seed, settings, input_format, height, device):
-    dataset = train_set(cfg, data["train_images"], data["train_labels"], input_format, data["yuv_matrix"], height)
+def finetune(qat_model, data, cfg, seed, settings, device):
+    dataset = data.train_set(cfg["augment"])
     optimizer = sgd(qat_model, settings["lr"], cfg)
     steps = 0
 
@@ -187,7 +188,7 @@ def qat(params, checkpoint, reference, data_dir, out, settings):
     model, ckpt = load_checkpoint(checkpoint)
     reference_graph = load_model(reference)
     fmt, height, width = ckpt["spec"]["input_format"], ckpt["height"], ckpt["width"]
-    data = load_split_data(data_dir, fmt)
+    data = PackedData(data_dir, fmt)
     data_dir = Path(data_dir)
     calib, manifest = layout.packed_split(fmt, "calib", data_dir), layout.packed_manifest(fmt, data_dir)
     calib_inputs, _ = load_calibration(calib, manifest, params["data"]["calib_subset"])
@@ -203,10 +204,10 @@ def qat(params, checkpoint, reference, data_dir, out, settings):
         with atomic_path(out) as tmp, tempfile.TemporaryDirectory(prefix="qat.") as work:
             start = time.perf_counter()
             qat_model = prepare(model, fmt, height, width, settings["per_channel"]).to(device)
-            history, steps = finetune(qat_model, data, cfg, seed, settings, fmt, height, device)
+            history, steps = finetune(qat_model, data, cfg, seed, settings, device)
             train_seconds = time.perf_counter() - start
             qat_model = fold_batchnorm(qat_model.cpu())
-            test = evaluate(qat_model, data["test_x"], data["test_y"], len(ckpt["classes"]), torch.device("cpu"))
+            test = evaluate(qat_model, data.test_set(), len(ckpt["classes"]), torch.device("cpu"))
             exported = Path(work) / "qat.onnx"
             export_qdq(qat_model, model.input_names, fmt, height, width, exported, params["export"])
             batch = fixed_batch(reference_graph) or params["evaluate"]["batch_size"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from ruamel.yaml import YAML
 
-from workflow import datasets
+from workflow import sources as data_sources
 from workflow.config import validate
 from workflow.detection import source as detection_source
 from workflow.errors import UserError, cli
@@ -65,7 +65,7 @@ def set_values(path, values, origins=None):
 def check_data_sources(params, origins, params_path):
     """The data sources the assignments touch must exist or be downloadable; else one line naming the
     key, the file (or command line) that set it and the fix."""
-    sources = [("data", params["data"], datasets.missing_source)]
+    sources = [("data", params["data"], data_sources.missing_source)]
     if params.get("detection", {}).get("enabled"):
         sources.append(("detection", params["detection"]["data"], detection_source.missing_source))
     for top, data, missing in sources:

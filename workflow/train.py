@@ -8,9 +8,10 @@ same machine and library versions). A checkpoint is written every epoch under
 results/checkpoints/<model>/; a rerun resumes from the newest complete one and
 finishes with the same result as an uninterrupted run.
 
-Augmentation (seed 002's list) runs on the RGB image; the YUV model then gets the
-augmented image through the same RGB->I420 conversion the pack stage uses, so
-both input formats see identical augmented content. Evaluation uses each
+The data (workflow/input_pipeline.py): the packed RGB training split, cropped (the
+ImageNet protocol's random-resized crop when set) and augmented (seed 002's list) on the
+RGB image; the YUV model gets the augmented image through the same RGB->I420 conversion
+the pack stage uses, so both input formats see identical content. Evaluation uses each
 format's own packed test split.
 
 A model may set its own ``epochs``, ``lr`` and ``schedule``. With ``distill`` it learns from a
@@ -28,16 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torchvision.transforms import v2
 from tqdm import tqdm
 
 from workflow import layout
-from workflow.colorspace import rgb_to_i420, split_i420
 from workflow.config import load_params, params_hash
-from workflow.datasets import load_packed
 from workflow.distill import FeatureDistiller, output_kd_loss
 from workflow.errors import UserError, cli
-from workflow.io import atomic_path, read_json, sha256_file, write_json, write_text
+from workflow.input_pipeline import PackedData
+from workflow.io import atomic_path, sha256_file, write_json, write_text
 from workflow.model_specs import distill_settings, total_epochs
 from workflow.models import build_model, load_checkpoint
 from workflow.provenance import provenance
@@ -53,73 +52,15 @@ def lr_at(epoch, train):
     return lr * s["gamma"] ** sum(epoch >= m for m in s["milestones"])
 
 
-def build_augment(aug, height):
-    steps = []
-    if aug["random_crop_padding"]:
-        steps.append(v2.RandomCrop(height, padding=aug["random_crop_padding"], padding_mode="reflect"))
-    if aug["horizontal_flip"]:
-        steps.append(v2.RandomHorizontalFlip())
-    if aug["rotation_degrees"]:
-        steps.append(v2.RandomRotation(aug["rotation_degrees"]))
-    b, c, s, h = aug["color_jitter"]
-    if any((b, c, s, h)):
-        steps.append(v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h))
-    return v2.Compose(steps)
-
-
-def format_inputs(image, input_format, yuv_matrix):
-    """One augmented uint8 RGB image (3, H, W) as a model's float inputs."""
-    if input_format == "rgb":
-        return (image.float(),)
-    h, w = image.shape[1:]
-    frame = rgb_to_i420(image.permute(1, 2, 0).numpy(), yuv_matrix)[None]
-    y, uv = split_i420(frame, h, w)
-    return torch.from_numpy(y[0]).float(), torch.from_numpy(uv[0]).float()
-
-
-class TrainSet(torch.utils.data.Dataset):
-    """Augmented RGB images, delivered as the model's input format (float32 0..255).
-
-    Items are (inputs, teacher inputs, label); the teacher inputs (the same augmented image in
-    ``teacher_format``, without noise) are empty when there is no teacher.
-    """
-
-    def __init__(self, images, labels, input_format, yuv_matrix, augment, noise_std, teacher_format=None):
-        self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # N, 3, H, W uint8
-        self.labels = torch.from_numpy(labels)
-        self.input_format, self.yuv_matrix, self.teacher_format = input_format, yuv_matrix, teacher_format
-        self.augment, self.noise_std = augment, noise_std * 255.0
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        image = self.augment(self.images[i])
-        inputs = format_inputs(image, self.input_format, self.yuv_matrix)
-        if self.noise_std:
-            inputs = tuple((x + torch.randn_like(x) * self.noise_std).clamp_(0, 255) for x in inputs)
-        teacher_inputs = format_inputs(image, self.teacher_format, self.yuv_matrix) if self.teacher_format else ()
-        return inputs, teacher_inputs, self.labels[i]
-
-
-def test_inputs(images, input_format, height, width):
-    if input_format == "rgb":
-        return (torch.from_numpy(images).permute(0, 3, 1, 2).float(),)
-    y, uv = split_i420(images, height, width)
-    return torch.from_numpy(y).float(), torch.from_numpy(uv).float()
-
-
 @torch.no_grad()
-def evaluate(model, inputs, labels, num_classes, device, batch_size=256):
+def evaluate(model, test_set, num_classes, device, batch_size=256):
     model.eval()
     loss_sum, preds = 0.0, []
-    for start in range(0, len(labels), batch_size):
-        batch = [x[start:start + batch_size].to(device) for x in inputs]
-        target = labels[start:start + batch_size].to(device)
-        logits = model(*batch)
-        loss_sum += nn.functional.cross_entropy(logits, target, reduction="sum").item()
+    for inputs, target in test_set.batches(batch_size):
+        logits = model(*[x.to(device) for x in inputs])
+        loss_sum += nn.functional.cross_entropy(logits, target.to(device), reduction="sum").item()
         preds.append(logits.argmax(1).cpu())
-    preds = torch.cat(preds)
+    preds, labels = torch.cat(preds), test_set.labels
     correct = preds == labels
     per_class = [correct[labels == c].float().mean().item() if (labels == c).any() else None
                  for c in range(num_classes)]
@@ -250,13 +191,8 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, in
     spec, seed = params["models"][model_name], params["seed"]
     cfg, kd = model_train_config(params, spec), distill_settings(spec)
     fmt = spec["input_format"]
-    data_dir = Path(data_dir)
-    rgb_manifest = read_json(layout.packed_manifest("rgb", data_dir))
-    fmt_manifest = read_json(layout.packed_manifest(fmt, data_dir))
-    train_images, train_labels = load_packed(layout.packed_split("rgb", "train", data_dir), rgb_manifest, "train")
-    test_images, test_labels = load_packed(layout.packed_split(fmt, "test", data_dir), fmt_manifest, "test")
-    height, width = fmt_manifest["height"], fmt_manifest["width"]
-    classes = fmt_manifest["classes"]
+    data = PackedData(data_dir, fmt)
+    height, width, classes = data.height, data.width, data.classes
 
     device = resolve_device(cfg["device"])
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
@@ -282,16 +218,12 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, in
     optimizer = torch.optim.SGD([{"params": decay, "weight_decay": cfg["weight_decay"]},
                                  {"params": no_decay, "weight_decay": 0.0}],
                                 lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"])
-    dataset = TrainSet(train_images, train_labels, fmt, fmt_manifest.get("yuv_matrix") or "bt601",
-                       build_augment(cfg["augment"], height), cfg["augment"]["gaussian_noise_std"],
-                       distillation.teacher_format)
-    test_x = test_inputs(test_images, fmt, height, width)
-    test_y = torch.from_numpy(test_labels)
+    dataset = data.train_set(cfg["augment"], distillation.teacher_format)
+    test_set = data.test_set()
 
     run_key = params_hash({"seed": seed, "model": spec, "train": {k: v for k, v in cfg.items()
                                                                   if k not in ("num_workers",)},
-                           "data": [rgb_manifest["splits"]["train"]["sha256"],
-                                    fmt_manifest["splits"]["test"]["sha256"]], "upstream": upstream})
+                           "data": data.sha256, "upstream": upstream})
     history, start_epoch, train_seconds = [], 0, 0.0
     state = load_latest_checkpoint(ckpt_dir, run_key)
     if state is not None:
@@ -319,9 +251,10 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, in
         bar = tqdm(loader, desc=f"{model_name} epoch {epoch + 1}/{cfg['epochs']}", leave=False,
                    mininterval=1.0, disable=None)
         for inputs, teacher_inputs, target in bar:
-            inputs, target = [x.to(device) for x in inputs], target.to(device)
+            # uint8 pixels from the loader (a quarter of float32 through its workers' shared memory and to the device)
+            inputs, target = [x.to(device).float() for x in inputs], target.to(device)
             logits = model(*inputs)
-            loss = distillation.loss(logits, target, [x.to(device) for x in teacher_inputs])
+            loss = distillation.loss(logits, target, [x.to(device).float() for x in teacher_inputs])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -329,7 +262,7 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, in
             correct += (logits.argmax(1) == target).sum().item()
             seen += len(target)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.4f}")
-        test = evaluate(model, test_x, test_y, len(classes), device)
+        test = evaluate(model, test_set, len(classes), device)
         train_seconds += time.perf_counter() - epoch_start
         history.append({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_top1": correct / seen,
                         "test_loss": test["loss"], "test_top1": test["top1"]})
@@ -340,12 +273,12 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, in
                                           "optimizer": optimizer.state_dict(), "history": history,
                                           "train_seconds": train_seconds})
 
-    final = evaluate(model, test_x, test_y, len(classes), device)
+    final = evaluate(model, test_set, len(classes), device)
     out_dir = Path(out_dir)
     model_path = out_dir / "model.pt"
     save_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "spec": spec,
                 "name": model_name, "classes": classes, "height": height, "width": width,
-                "yuv_matrix": fmt_manifest.get("yuv_matrix")}, model_path)
+                "yuv_matrix": data.manifest.get("yuv_matrix")}, model_path)
     write_text(out_dir / "history.csv", "epoch,lr,train_loss,train_top1,test_loss,test_top1\n" + "".join(
         f"{h['epoch']},{h['lr']:.6g},{h['train_loss']:.6f},{h['train_top1']:.6f},{h['test_loss']:.6f},"
         f"{h['test_top1']:.6f}\n" for h in history))
@@ -353,7 +286,7 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, in
         "model": model_name, "input_format": fmt, "arch": spec["arch"], "width_mult": spec["width_mult"],
         "top1": final["top1"], "loss": final["loss"], "per_class_top1": dict(zip(classes, final["per_class_top1"])),
         "epochs": cfg["epochs"], "total_epochs": total_epochs(params, model_name), "lr": cfg["lr"],
-        "train_images": len(dataset), "test_images": len(test_y),
+        "train_images": len(dataset), "test_images": len(test_set),
         **distill_metrics(kd, distillation),
         "params": sum(p.numel() for p in model.parameters()), "device": str(device),
         "wall_time_s": round(train_seconds, 2), "model_sha256": sha256_file(model_path),
