@@ -13,6 +13,7 @@ from workflow.dag import (FORMATS, PACKED, artifact_path, artifacts_by_producer,
 from workflow.detection import plan as det_plan
 from workflow.errors import UserError
 from workflow.config import load_params
+from workflow.inventory import device_slots
 
 try:
     P = load_params("params.yaml")
@@ -28,8 +29,8 @@ TRAINED_MODELS = [m for m in MODELS if m not in PRUNED_MODELS]
 DEVICES = P["benchmark"]["devices"]
 PIPELINE = P["benchmark"]["pipeline"]
 DET = P.get("detection")
-for _device in DEVICES:
-    workflow.global_resources.setdefault(f"device_{_device}", 1)
+for _device in DEVICES:  # one benchmark at a time per board: a pool of N boards runs N at once
+    workflow.global_resources.setdefault(f"device_{_device}", device_slots(_device, P["benchmark"]["inventory"]))
 
 wildcard_constraints:
     fmt="|".join(FORMATS),

@@ -13,8 +13,9 @@ rule benchmark:
         benchmark=lambda wc: {k: P["benchmark"][k] for k in benchmark_keys(wc.artifact)},
     threads: max(P["benchmark"]["threads"])
     resources:
-        # One benchmark at a time per device (limits set in the Snakefile), so runs never
-        # compete for a device's cores while other devices and stages go on in parallel.
+        # One benchmark at a time per board (limits set in the Snakefile: a pool's size), so runs
+        # never compete for a board's cores while other devices and stages go on in parallel;
+        # the device lock (workflow/remote.py) picks the free board of a pool.
         **{f"device_{d}": (lambda wc, d=d: int(wc.device == d)) for d in DEVICES},
     log:
         "logs/benchmark/{device}/{model}/{artifact}.log",

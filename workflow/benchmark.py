@@ -54,22 +54,33 @@ def run_on_device(device, runner_args, files, workdir, inventory=DEFAULT_INVENTO
     """
     profile = device_profile(device, inventory)
     if profile is not None:
-        local, deploy = run_remote(profile, runner_args, files, workdir)
-        return json.loads(local.read_text()), deploy
+        return run_remote(profile, runner_args, files)
     out = Path(workdir) / "runner.json"
     argv = [sys.executable, str(RUNNER), *runner_args]
     for flag, path in files.items():
         argv += [flag, str(path)]
-    proc = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or [f"no error output, exit status {proc.returncode}"])[-1]
+    returncode, stderr = run_with_lifeline([*argv, "--out", str(out)], Path(workdir) / "runner.log")
+    if returncode != 0:
+        last = (stderr.strip().splitlines() or [f"no error output, exit status {returncode}"])[-1]
         last = last.removeprefix("error: ")
-        if proc.returncode == 2:
+        if returncode == 2:
             raise UserError(f"device_runner on {device} failed: {last}")
-        if proc.returncode == 3:
+        if returncode == 3:
             raise DeviceFailure(f"the runtime on {device} cannot run the model: {last}", retry=False)
-        raise DeviceFailure(f"runner on {device} crashed (exit status {proc.returncode}): {last}", retry=False)
+        raise DeviceFailure(f"runner on {device} crashed (exit status {returncode}): {last}", retry=False)
     return json.loads(out.read_text()), None
+
+
+def run_with_lifeline(argv, log):
+    """Run the local runner in its own session with a pipe from this process as its stdin
+    (``--lifeline``): if this stage dies, the runner ends too instead of measuring on beside
+    the next job. Returns (exit status, its stdout and stderr)."""
+    with open(log, "w+") as output:
+        with subprocess.Popen([*argv, "--lifeline"], stdin=subprocess.PIPE, stdout=output, stderr=output,
+                              start_new_session=True) as proc:
+            returncode = proc.wait()
+        output.seek(0)
+        return returncode, output.read()
 
 
 def failed_result(device, failure):

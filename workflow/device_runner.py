@@ -26,14 +26,29 @@ counters through ``perf stat`` when the device has them, marked unavailable othe
 when permitted) and ``--cpus`` (core affinity). ``--pipeline`` times seed 000's
 pre-processing chain instead (resize + YUV->RGB + infer vs resize + infer; needs cv2).
 
-Exit status: 2 for a mistake in the inputs (missing file, runtime not installed, inputs
-that do not match the model), 3 when the runtime cannot load or run this model (a
-failing format on this device); both print one ``error: ...`` line on stderr. The
+Process lifecycle (how workflow/remote.py runs it on a board): ``--lifeline`` makes the
+runner lead its own session and end itself and its children (perf) as soon as its stdin
+closes, that is when the SSH session that started it ends, for whatever reason, so a
+dropped connection leaves nothing running and writes no result. ``--lock PATH`` holds an
+exclusive ``flock`` on the device's lock file from before the first session is loaded
+until the result is written (``--lock-wait`` seconds at most to get it), so two runners
+never measure on one device at the same time; the kernel frees the lock however the
+runner ends, so it is never stale. Every file the runner writes (the result, perf's
+output, temporary files) goes to the folder of ``--out``.
+
+Needs Python >= 3.7 (Coral Dev Board's Mendel Linux has 3.7) and numpy 1.x or 2.x;
+tests/test_runner_compat.py enforces both, and an older interpreter gets one error line.
+
+Exit status: 2 for a mistake in the inputs (missing file, numpy or the runtime not
+installed, Python too old, inputs that do not match the model), 3 when the runtime cannot
+load or run this model (a failing format on this device), 75 when the device lock stayed
+busy for ``--lock-wait`` seconds; each prints one ``error: ...`` line on stderr. The
 result JSON is written atomically, so a failed run leaves no file.
 """
 import argparse
 import contextlib
 import datetime
+import fcntl
 import functools
 import glob
 import itertools
@@ -51,7 +66,16 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
+MIN_PYTHON = (3, 7)
+if sys.version_info < MIN_PYTHON:  # checked before anything newer is used: one line, not a traceback
+    sys.stderr.write("error: device_runner.py needs Python >= %d.%d, %s is %s\n"
+                     % (MIN_PYTHON + (sys.executable, platform.python_version())))
+    sys.exit(2)
+try:
+    import numpy as np
+except ImportError:
+    sys.stderr.write("error: numpy is not installed for %s (pip install numpy)\n" % sys.executable)
+    sys.exit(2)
 
 SCHEMA = "device_runner/1"
 
@@ -66,6 +90,12 @@ class ModelFailure(RunnerError):
     """This device cannot run this model or measurement (exit status 3): a failing format, not a crash."""
 
     exit_status = 3
+
+
+class DeviceBusy(RunnerError):
+    """Another runner held the device lock for all of --lock-wait (exit status 75, EX_TEMPFAIL)."""
+
+    exit_status = 75
 
 
 # ----------------------------------------------------------------------------- runtimes
@@ -185,7 +215,8 @@ def bind_inputs(specs, sample):
     array; otherwise each input takes the one array whose shape fits (NCHW or NHWC).
     """
     def plain(name):
-        return name.split("/")[-1].removeprefix("serving_default_").split(":")[0]
+        name = name.split("/")[-1].split(":")[0]
+        return name[len("serving_default_"):] if name.startswith("serving_default_") else name
 
     if len(specs) != len(sample):
         raise RunnerError(f"input names do not match: the model expects {[n for n, _, _ in specs]}, "
@@ -771,8 +802,8 @@ def _first_line(err):
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _utc_now():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+def _utc_now(timespec="seconds"):
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec=timespec)
 
 
 # ----------------------------------------------------------------------------- pre-processing pipeline
@@ -950,6 +981,73 @@ def pipeline(args):
     return result
 
 
+# ----------------------------------------------------------------------------- process lifecycle
+def end_process_group(*_):
+    """SIGKILL this runner's process group: the runner and every child it started (perf)."""
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def supervise_lifeline():
+    """Lead a new session, then end the whole process group as soon as stdin closes.
+
+    The controller keeps the runner's stdin open for as long as it waits for the result (the
+    SSH channel, or a pipe from the benchmark stage), so its end, a dropped connection
+    included, ends the runner before it measures on or writes a result. SIGTERM and SIGHUP
+    (``timeout``, a hang-up) end the group the same way, so no child outlives the runner.
+    """
+    try:
+        os.setsid()
+    except OSError:  # already a process-group leader (started with start_new_session)
+        pass
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, end_process_group)
+
+    def watch():
+        try:
+            while os.read(0, 65536):
+                pass
+        except OSError:
+            pass
+        end_process_group()
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
+
+
+def hold_device_lock(path, wait_s):
+    """Take the exclusive flock on ``path`` for the rest of the process, waiting up to ``wait_s`` s.
+
+    The kernel drops it when the process ends, however it ends, so it is never stale. The
+    file then names its holder, for the message of a runner that finds the device busy.
+    Returns what the result records about it.
+    """
+    try:
+        fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise RunnerError(f"--lock {path}: cannot open the device lock file ({_first_line(err)})") from None
+    start = time.monotonic()
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() - start >= wait_s:
+                holder = os.read(fd, 300).decode("utf-8", "replace").strip() or "another runner"
+                os.close(fd)
+                raise DeviceBusy(f"device busy: {path} is held by {holder} (waited {wait_s:g} s)") from None
+            time.sleep(0.05)
+    waited = time.monotonic() - start
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"runner pid {os.getpid()} since {_utc_now()}\n".encode(), 0)
+    return {"path": str(path), "waited_s": round(waited, 3), "held_from_utc": _utc_now("microseconds")}
+
+
+def use_scratch(folder):
+    """Send every temporary file of the runner and its children (perf) to ``folder``."""
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    tempfile.tempdir = os.environ["TMPDIR"] = str(folder)
+
+
 # ----------------------------------------------------------------------------- main
 def open_session(runtime, threads, feeds_raw):
     """Load, build the feeds and run the first inference: a session ready for a measurement."""
@@ -1120,11 +1218,15 @@ def parse_args(argv=None):
     p.add_argument("--frame", help="--pipeline: source photo, RGB uint8 HxWx3 .npy")
     p.add_argument("--resolutions", type=resolution_list, default=[(640, 360)], help="--pipeline: WxH,WxH,...")
     p.add_argument("--workers", type=int, default=3, help="--pipeline: threads of the multi-thread run")
-    p.add_argument("--out", required=True, help="result .json (written atomically)")
+    p.add_argument("--out", required=True, help="result .json (written atomically); temp files go beside it")
     p.add_argument("--device-name", default="local")
+    p.add_argument("--lifeline", action="store_true",
+                   help="end the runner and its children when stdin closes (the controller is gone)")
+    p.add_argument("--lock", help="device lock file, held exclusively for the whole run")
+    p.add_argument("--lock-wait", type=float, default=0.0, help="seconds to wait for a busy --lock (exit 75 after)")
     args = p.parse_args(argv)
-    if args.warmup < 0 or args.min_runs < 1 or args.min_duration < 0:
-        p.error("--warmup must be >= 0, --min-runs >= 1 and --min-duration >= 0")
+    if args.warmup < 0 or args.min_runs < 1 or args.min_duration < 0 or args.lock_wait < 0:
+        p.error("--warmup must be >= 0, --min-runs >= 1, --min-duration >= 0 and --lock-wait >= 0")
     if args.pipeline and not (args.yuv_model and args.frame and args.workers >= 1):
         p.error("--pipeline needs --yuv-model, --frame and --workers >= 1")
     if not args.pipeline and not args.inputs:
@@ -1140,7 +1242,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.lifeline:
+        supervise_lifeline()
     try:
+        use_scratch(Path(args.out).parent)
+        lock = hold_device_lock(args.lock, args.lock_wait) if args.lock else None
         if args.cpus:
             try:
                 os.sched_setaffinity(0, args.cpus)
@@ -1153,6 +1259,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    if lock:
+        lock["held_until_utc"] = _utc_now("microseconds")  # still held: released when the process ends
+    result["device_lock"] = lock
     write_json_atomic(args.out, result)
 
 

@@ -2,8 +2,9 @@
 
 Validated against workflow/schemas/devices.schema.yaml, then checked for what a schema
 cannot say: the remote work dir is an absolute, normalised path (no `..`, not `/`), a
-profile authenticates with a key file or an agent, and `local` is not redefined. A
-mistake is one UserError line naming the file and the key.
+profile authenticates with a key file or an agent, it names a `host` or a pool of `hosts`
+(not both), and `local` is not redefined. A mistake is one UserError line naming the
+file and the key. Each profile gets ``members``: [{host, port}], one per board.
 """
 import posixpath
 from pathlib import Path
@@ -18,7 +19,7 @@ DEFAULT_INVENTORY = "config/devices.yaml"
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "devices.schema.yaml"
 DEFAULTS = {"port": 22, "agent": False, "key_file": None, "python": "python3", "runtimes": ["onnxruntime"],
             "cpus": [], "threads": None, "governor": None, "connect_timeout_s": 10, "run_timeout_s": 900,
-            "retries": 2, "retry_backoff_s": 5}
+            "lock_wait_s": None, "retries": 2, "retry_backoff_s": 5}
 
 
 def load_inventory(path=DEFAULT_INVENTORY):
@@ -49,8 +50,31 @@ def load_inventory(path=DEFAULT_INVENTORY):
                             f"below / (no '..', no trailing '/')")
         if not entry.get("key_file") and not entry.get("agent"):
             raise UserError(f"{where}': set key_file or agent: true (passwords are not supported)")
-        devices[name] = {"name": name, **DEFAULTS, **entry}
+        if ("host" in entry) == ("hosts" in entry):
+            raise UserError(f"{where}': set host (one board) or hosts (a pool of identical boards), not "
+                            f"{'both' if 'host' in entry else 'neither'}")
+        profile = {"name": name, **DEFAULTS, **entry}
+        profile["members"] = pool_members(profile)
+        if len({(m["host"], m["port"]) for m in profile["members"]}) < len(profile["members"]):
+            raise UserError(f"{where}.hosts': a member is listed twice")
+        if profile["lock_wait_s"] is None:
+            profile["lock_wait_s"] = profile["run_timeout_s"]
+        devices[name] = profile
     return devices
+
+
+def pool_members(profile):
+    """[{host, port}]: the boards of a device (one, or the pool's ``hosts``; a member's port defaults to
+    the profile's)."""
+    hosts = profile.get("hosts") or [profile["host"]]
+    return [{"host": h, "port": profile["port"]} if isinstance(h, str) else {"port": profile["port"], **h}
+            for h in hosts]
+
+
+def device_slots(name, inventory_path=DEFAULT_INVENTORY):
+    """How many benchmarks may run on ``name`` at once: its number of boards (Snakemake's resource)."""
+    profile = device_profile(name, inventory_path)
+    return 1 if profile is None else len(profile["members"])
 
 
 def device_profile(name, inventory_path=DEFAULT_INVENTORY):
