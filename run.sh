@@ -4,8 +4,10 @@
 #   ./run.sh -S data.source=npz -S data.path=/path/cifar10_partial.npz   # offline data
 #   ./run.sh --cores 8 results/models/mobilenetv2-rgb/model.pt          # any snakemake arguments
 #   ./run.sh --paper yuv420_mobilenetv2 [--full]   # a paper's small (or full) configuration -> its table
+#   ./run.sh --retry-failed                    # rerun only the jobs whose result says status: failed
 # -S key=value edits params.yaml in place (like `dvc exp run -S`) before running;
-# --paper applies config/papers/<id>/small.yaml (or full.yaml) to params.yaml the same way.
+# --paper applies config/papers/<id>/small.yaml (or full.yaml) to params.yaml the same way;
+# --retry-failed forces the jobs listed by `python -m workflow.failed` (and what depends on them).
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh
@@ -13,11 +15,13 @@ export PATH="$PWD/.venv/bin:$PATH" DVC_NO_ANALYTICS=1
 sets=()
 paper=""
 scale=small
+retry_failed=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -S) sets+=("$2"); shift 2 ;;
     --paper) paper="$2"; shift 2 ;;
     --full) scale=full; shift ;;
+    --retry-failed) retry_failed=1; shift ;;
     *) break ;;
   esac
 done
@@ -36,5 +40,10 @@ fi
 # No target: the Snakefile's default, results/summary.csv plus the paper tables and plots.
 if [ $# -eq 0 ] && [ -n "$paper" ]; then
   set -- "results/papers/$paper/table.md"
+fi
+if [ -n "$retry_failed" ]; then
+  failed=$(python -m workflow.failed)
+  # after the targets: --forcerun takes every word that follows it
+  [ -z "$failed" ] || set -- "$@" --forcerun $failed
 fi
 exec snakemake --cores "${CORES:-2}" "$@"
