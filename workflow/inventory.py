@@ -24,7 +24,7 @@ DEFAULTS = {"port": 22, "agent": False, "key_file": None, "python": "python3", "
 
 def load_inventory(path=DEFAULT_INVENTORY):
     """{device name: profile with defaults filled in}; an absent file is an empty inventory."""
-    from workflow.config import _describe, read_yaml  # one wording for every schema error
+    from workflow.config import _describe, excerpt, read_yaml  # one wording for every schema error
 
     path = Path(path)
     if not path.exists():
@@ -36,7 +36,7 @@ def load_inventory(path=DEFAULT_INVENTORY):
         best = jsonschema.exceptions.best_match(errors)
         if best.validator == "pattern":  # hosts, users and paths have their own character sets
             key = ".".join(str(p) for p in best.absolute_path)
-            raise UserError(f"{path}: key '{key}': got {best.instance!r}, expected a value matching "
+            raise UserError(f"{path}: key '{key}': got {excerpt(best.instance)}, expected a value matching "
                             f"{best.validator_value} (no spaces or shell metacharacters)")
         raise UserError(f"{path}: {_describe(best)}")
     devices = {}
@@ -46,7 +46,7 @@ def load_inventory(path=DEFAULT_INVENTORY):
             raise UserError(f"{where}': 'local' is this machine and is built in; pick another name")
         workdir = entry["workdir"]
         if posixpath.normpath(workdir) != workdir or ".." in workdir.split("/") or workdir == "/":
-            raise UserError(f"{where}.workdir': got {workdir!r}, expected a normalised absolute folder "
+            raise UserError(f"{where}.workdir': got {excerpt(workdir)}, expected a normalised absolute folder "
                             f"below / (no '..', no trailing '/')")
         if not entry.get("key_file") and not entry.get("agent"):
             raise UserError(f"{where}': set key_file or agent: true (passwords are not supported)")

@@ -10,10 +10,9 @@ import argparse
 import io
 from pathlib import Path
 
-import yaml
 from ruamel.yaml import YAML
 
-from workflow.config import read_yaml, validate
+from workflow.config import clip, load_yaml_text, read_yaml, validate
 from workflow.errors import UserError, cli
 from workflow.io import write_text
 
@@ -23,8 +22,8 @@ def parse_assignments(assignments):
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
         if not sep or not key:
-            raise UserError(f"{assignment!r}: expected key=value, e.g. data.source=npz")
-        values[key] = yaml.safe_load(raw)
+            raise UserError(f"{clip(assignment)!r}: expected key=value, e.g. data.source=npz")
+        values[key] = load_yaml_text(raw, f"the value of {clip(key)}")
     return values
 
 
@@ -39,20 +38,21 @@ def set_keys(path, assignments):
 
 def set_values(path, values):
     path = Path(path)
+    read_yaml(path, "file not found (run from the repository root)", "sections at the top level")  # bounded
     rt = YAML()
     rt.preserve_quotes = True
     doc = rt.load(path.read_text())
     for key, value in values.items():
-        node, parts = doc, key.split(".")
+        node, parts = doc, str(key).split(".")
         for part in parts[:-1]:
             if not isinstance(node, dict) or part not in node:
-                raise UserError(f"{path}: key '{key}': no section '{part}'")
+                raise UserError(f"{path}: key '{clip(key)}': no section '{clip(part)}'")
             node = node[part]
         node[parts[-1]] = value
     buffer = io.StringIO()
     rt.dump(doc, buffer)
     text = buffer.getvalue()
-    validate(yaml.safe_load(text), str(path))
+    validate(load_yaml_text(text, path), str(path))
     write_text(path, text)
 
 
