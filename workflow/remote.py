@@ -17,8 +17,8 @@ runner), which then removes the run folder, so a dropped session leaves no resul
 
 Device pools: a profile with several ``hosts`` is one device made of identical boards.
 A run takes the first free member (the member's lock decides; members are tried from a
-random start, and only the last one tried is waited for), a member that is down or
-refuses is skipped with its reason, and the result records the member that ran it.
+random start and polled in turn while all are busy), a member that is down or refuses
+is skipped with its reason, and the result records the member that ran it.
 
 Safety: host keys are checked strictly against the profile's known_hosts file (an
 unknown or changed key is refused, never added: fabric's default would add it); there
@@ -52,6 +52,7 @@ RUNNER = Path(__file__).with_name("device_runner.py")
 HASH_SNIPPET = ("import hashlib,sys\nfor p in sys.argv[1:]:\n h=hashlib.sha256();f=open(p,'rb')\n"
                 " [h.update(b) for b in iter(lambda:f.read(1<<20),b'')]\n print(h.hexdigest())")
 BUSY_EXIT_STATUS = 75  # device_runner.py: the device lock stayed busy for --lock-wait
+POLL_S = 2.0  # how long a pool member is waited for while every member is busy
 
 
 class DeviceFailure(Exception):
@@ -191,13 +192,14 @@ def runner_command(profile, argv, rundir, lock_wait):
 
     The runner's stdin stays the SSH channel (its lifeline), its stdout goes to stderr, so
     stdout carries the result JSON alone, printed only after a clean exit. The run folder is
-    removed by the same line, also when the session has gone (the shell outlives it).
+    removed by the same line, also when the session has gone: the shell outlives it, and
+    ignores SIGPIPE so that reporting the runner's end to a closed channel cannot stop it.
     """
     q = shlex.quote
     lock = remote_path(profile["workdir"], "device.lock")
     runner = " ".join(q(str(a)) for a in [*argv, "--out", "result.json", "--lifeline", "--lock", lock,
                                           "--lock-wait", f"{lock_wait:g}"])
-    return (f"mkdir -p {q(rundir)} && cd {q(rundir)} && timeout -k 10 {max_run_s(profile)} {runner} 1>&2; "
+    return (f"trap '' PIPE; mkdir -p {q(rundir)} && cd {q(rundir)} && timeout -k 10 {max_run_s(profile)} {runner} 1>&2; "
             f"status=$?; if [ $status -eq 0 ]; then cat result.json; fi; cd / && rm -rf {q(rundir)}; exit $status")
 
 
@@ -246,31 +248,41 @@ def run_once(profile, member, runner_args, files, lock_wait):
 def run_on_member(profile, runner_args, files):
     """One attempt on the device: on the first free member of a pool (the only host otherwise).
 
-    Members are tried from a random start, so parallel jobs spread over the pool; each is
-    asked not to wait for its lock, except the last one tried (the only one of a single
-    host), which waits up to ``lock_wait_s``. A member that is down, refuses or is busy is
-    skipped with its reason; a model the runtime cannot run fails at once (it would fail on
+    A single host's runner waits up to ``lock_wait_s`` for its lock. A pool's members are
+    tried from a random start (parallel jobs spread over the pool) without waiting; while
+    all live ones are busy they are polled in turn, each for up to POLL_S, until
+    ``lock_wait_s`` has passed. A member that is down or refuses is skipped (with its
+    reason, in the result); a model the runtime cannot run fails at once (it would fail on
     every member).
     """
     members = profile["members"]
     start = random.randrange(len(members))
-    order = members[start:] + members[:start]
-    skipped = []
-    for i, member in enumerate(order):
-        lock_wait = profile["lock_wait_s"] if i == len(order) - 1 else 0
-        try:
-            result, stats = run_once(profile, member, runner_args, files, lock_wait)
-        except UnsupportedModel:
-            raise
-        except DeviceFailure as failure:
-            if len(order) == 1:
+    pending = members[start:] + members[:start]
+    deadline = time.monotonic() + profile["lock_wait_s"]
+    skipped, first_pass = {}, True
+    while pending:
+        busy = []
+        for member in pending:
+            remaining = max(0.0, deadline - time.monotonic())
+            lock_wait = remaining if len(members) == 1 else 0.0 if first_pass else min(POLL_S, remaining)
+            try:
+                result, stats = run_once(profile, member, runner_args, files, lock_wait)
+            except (UnsupportedModel, UserError):
                 raise
-            skipped.append({"member": member_name(member), "reason": failure.reason, "retry": failure.retry})
-            continue
-        return result, {**stats, "member": member_name(member), "skipped": skipped}
+            except DeviceFailure as failure:
+                if len(members) == 1:
+                    raise
+                skipped[member_name(member)] = failure
+                if isinstance(failure, DeviceBusy):
+                    busy.append(member)
+                continue
+            return result, {**stats, "member": member_name(member),
+                            "skipped": [{"member": m, "reason": f.reason} for m, f in skipped.items()]}
+        pending = busy if time.monotonic() < deadline else []
+        first_pass = False
     raise DeviceFailure(f"no member of pool {profile['name']} ran it: "
-                        + "; ".join(f"{s['member']}: {s['reason']}" for s in skipped),
-                        retry=any(s["retry"] for s in skipped))
+                        + "; ".join(f"{m}: {f.reason}" for m, f in skipped.items()),
+                        retry=any(f.retry for f in skipped.values()))
 
 
 def run_remote(profile, runner_args, files):
