@@ -6,10 +6,10 @@ Every stage and the Snakefile call :func:`load_params`; a schema violation is a
 Every YAML file the project reads from a user (params.yaml, overlays, the inventory,
 paper files) goes through :func:`read_yaml`, which bounds the work before any of it is
 done: at most ``MAX_YAML_BYTES`` are read, nesting stops at ``MAX_YAML_DEPTH`` levels and
-the document may expand to at most ``MAX_YAML_NODES`` nodes with its aliases followed (a
-YAML bomb of nested anchors is refused while it is composed, before it is built), and
-``.inf``/``.nan`` and integers too long for Python are refused. Each is one error line
-naming the file and the line.
+the document may expand to at most ``MAX_YAML_NODES`` nodes with its aliases followed
+(checked on the parser's events, so a YAML bomb of nested anchors is refused before a node
+is built), and ``.inf``/``.nan`` and integers too long for Python are refused. Each is one
+error line naming the file and the line.
 """
 import functools
 import hashlib
@@ -21,8 +21,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 from yaml.composer import ComposerError
-from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.events import AliasEvent
+from yaml.constructor import ConstructorError
 
 from workflow.errors import UserError
 from workflow.model_specs import check_links
@@ -242,42 +241,48 @@ MAX_YAML_NODES = 100_000
 MAX_YAML_DEPTH = 64
 
 
-class BoundedLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that bounds what a document may cost before anything is built from it.
+# libyaml's parser when PyYAML has it (it does in our venv): the bounds check walks its events.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-    Aliases are allowed (the paper mappings use them), but every node's size with its aliases
-    expanded is counted as it is composed, from the sizes of its already composed children,
-    so a bomb of nested anchors stops at the first level past ``MAX_YAML_NODES`` instead of
-    growing into gigabytes when it is validated or serialised.
-    """
 
-    def __init__(self, stream):
-        super().__init__(stream)
-        self.depth = 0
-        self.expanded = {}  # id(node) -> its size with aliases expanded
+def check_yaml_bounds(text):
+    """Walk the document's parse events, before anything is composed or built: nesting depth, and the
+    size of every node with its aliases expanded (from the sizes of its already closed children and
+    anchors), so a bomb of nested anchors stops at the first level past MAX_YAML_NODES."""
+    open_nodes, anchored = [], {}  # [size so far, anchor] per open collection; anchor -> size (None: open)
 
-    def compose_node(self, parent, index):
-        mark = self.peek_event().start_mark
-        alias = self.check_event(AliasEvent)
-        self.depth += 1
-        try:
-            if self.depth > MAX_YAML_DEPTH:
-                raise ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
-            node = super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-        if alias:
-            if id(node) not in self.expanded:
-                raise ComposerError(None, None, "an alias refers to a node that contains it", mark)
-            return node
-        children = node.value if isinstance(node, yaml.SequenceNode) else \
-            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
-        size = 1 + sum(self.expanded[id(child)] for child in children)
+    def add(size, mark):
+        if open_nodes:
+            open_nodes[-1][0] += size
+            size = open_nodes[-1][0]
         if size > MAX_YAML_NODES:
             raise ComposerError(None, None, f"expands to more than {MAX_YAML_NODES} nodes once its aliases "
                                             f"are followed (nested anchors?)", mark)
-        self.expanded[id(node)] = size
-        return node
+
+    for event in yaml.parse(text, Loader=_SafeLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            if len(open_nodes) >= MAX_YAML_DEPTH:
+                raise ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark)
+            if event.anchor:
+                anchored[event.anchor] = None
+            open_nodes.append([1, event.anchor])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            size, anchor = open_nodes.pop()
+            if anchor:
+                anchored[anchor] = size
+            add(size, event.start_mark)
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor:
+                anchored[event.anchor] = 1
+            add(1, event.start_mark)
+        elif isinstance(event, yaml.AliasEvent):
+            if anchored.get(event.anchor, 0) is None:
+                raise ComposerError(None, None, "an alias refers to a node that contains it", event.start_mark)
+            add(anchored.get(event.anchor, 0), event.start_mark)  # an undefined one is reported by the loader
+
+
+class BoundedLoader(_SafeLoader):
+    """The safe loader, refusing values no parameter can take: .inf/.nan and integers too long for Python."""
 
     def construct_yaml_float(self, node):
         value = super().construct_yaml_float(node)
@@ -301,6 +306,7 @@ def load_yaml_text(text, source):
     if len(text) > MAX_YAML_BYTES:
         raise UserError(f"{source}: larger than {MAX_YAML_BYTES // 1024} KiB, the limit for a YAML file here")
     try:
+        check_yaml_bounds(text)
         return yaml.load(text, Loader=BoundedLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
