@@ -1041,11 +1041,15 @@ def hold_device_lock(path, wait_s):
     return {"path": str(path), "waited_s": round(waited, 3), "held_from_utc": _utc_now("microseconds")}
 
 
-def use_scratch(folder):
-    """Send every temporary file of the runner and its children (perf) to ``folder``."""
+@contextlib.contextmanager
+def scratch_below(folder):
+    """Send every temporary file of the runner, its runtime and its children (perf's output,
+    ONNX Runtime's .ses file) to a private folder below ``folder``, removed when the run ends."""
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    tempfile.tempdir = os.environ["TMPDIR"] = str(folder)
+    with tempfile.TemporaryDirectory(prefix=".runner-tmp-", dir=str(folder)) as scratch:
+        tempfile.tempdir = os.environ["TMPDIR"] = scratch
+        yield
 
 
 # ----------------------------------------------------------------------------- main
@@ -1245,14 +1249,15 @@ def main(argv=None):
     if args.lifeline:
         supervise_lifeline()
     try:
-        use_scratch(Path(args.out).parent)
-        lock = hold_device_lock(args.lock, args.lock_wait) if args.lock else None
-        if args.cpus:
-            try:
-                os.sched_setaffinity(0, args.cpus)
-            except (AttributeError, OSError) as err:
-                raise RunnerError(f"--cpus {','.join(map(str, args.cpus))}: cannot set affinity ({_first_line(err)})")
-        result = pipeline(args) if args.pipeline else benchmark(args)
+        with scratch_below(Path(args.out).parent):
+            lock = hold_device_lock(args.lock, args.lock_wait) if args.lock else None
+            if args.cpus:
+                try:
+                    os.sched_setaffinity(0, args.cpus)
+                except (AttributeError, OSError) as err:
+                    raise RunnerError(f"--cpus {','.join(map(str, args.cpus))}: cannot set affinity "
+                                      f"({_first_line(err)})")
+            result = pipeline(args) if args.pipeline else benchmark(args)
     except RunnerError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_status)
