@@ -33,8 +33,9 @@ dropped connection leaves nothing running and writes no result. ``--lock PATH`` 
 exclusive ``flock`` on the device's lock file from before the first session is loaded
 until the result is written (``--lock-wait`` seconds at most to get it), so two runners
 never measure on one device at the same time; the kernel frees the lock however the
-runner ends, so it is never stale. Every file the runner writes (the result, perf's
-output, temporary files) goes to the folder of ``--out``.
+runner ends, so it is never stale. Every file the runner writes stays below the folder of
+``--out``: the result, and its temporary files (perf's output, the runtime's) in a private
+folder there that is removed when the run ends.
 
 Needs Python >= 3.7 (Coral Dev Board's Mendel Linux has 3.7) and numpy 1.x or 2.x;
 tests/test_runner_compat.py enforces both, and an older interpreter gets one error line.
@@ -1222,7 +1223,7 @@ def parse_args(argv=None):
     p.add_argument("--frame", help="--pipeline: source photo, RGB uint8 HxWx3 .npy")
     p.add_argument("--resolutions", type=resolution_list, default=[(640, 360)], help="--pipeline: WxH,WxH,...")
     p.add_argument("--workers", type=int, default=3, help="--pipeline: threads of the multi-thread run")
-    p.add_argument("--out", required=True, help="result .json (written atomically); temp files go beside it")
+    p.add_argument("--out", required=True, help="result .json (written atomically); temp files go below its folder")
     p.add_argument("--device-name", default="local")
     p.add_argument("--lifeline", action="store_true",
                    help="end the runner and its children when stdin closes (the controller is gone)")
