@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from conftest import REPO, assert_one_line_error, run_module, tiny_params, write_params
+from conftest import REPO, assert_one_line_error, tiny_params, write_params
 from workflow.config import MAX_YAML_DEPTH, excerpt, load_params, read_yaml
 from workflow.errors import UserError
 from workflow.inventory import load_inventory

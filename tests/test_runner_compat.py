@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from test_runner import RUNNER, export, load_runner
+from test_runner import RUNNER, load_runner
 
 MIN_PYTHON = load_runner().MIN_PYTHON
 
@@ -155,8 +155,8 @@ def test_the_scan_passes_3_7_code():
 # ----------------------------------------------------------------------------- real interpreters
 def interpreter(major, minor):
     """A working python<major>.<minor> on this machine (PATH, pyenv), or None."""
-    candidates = [shutil.which(f"python{major}.{minor}"),
-                  *sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{major}.{minor}.*/bin/python{major}.{minor}")))]
+    pyenv = os.path.expanduser(f"~/.pyenv/versions/{major}.{minor}.*/bin/python{major}.{minor}")
+    candidates = [shutil.which(f"python{major}.{minor}"), *sorted(glob.glob(pyenv))]
     for path in filter(None, candidates):
         probe = subprocess.run([path, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True)
         if probe.returncode == 0 and probe.stdout.strip() == f"({major}, {minor})":
@@ -230,7 +230,8 @@ def board_models(tmp_path_factory):
     subprocess.run([sys.executable, "-c", TFLITE_MODELS, str(root)], check=True, capture_output=True, timeout=600,
                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""})
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 10))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net.eval(), (torch.zeros(1, 3, 16, 16),), str(root / "m.onnx"), dynamo=False,

@@ -199,8 +199,9 @@ def runner_command(profile, argv, rundir, lock_wait):
     lock = remote_path(profile["workdir"], "device.lock")
     runner = " ".join(q(str(a)) for a in [*argv, "--out", "result.json", "--lifeline", "--lock", lock,
                                           "--lock-wait", f"{lock_wait:g}"])
-    return (f"trap '' PIPE; mkdir -p {q(rundir)} && cd {q(rundir)} && timeout -k 10 {max_run_s(profile)} {runner} 1>&2; "
-            f"status=$?; if [ $status -eq 0 ]; then cat result.json; fi; cd / && rm -rf {q(rundir)}; exit $status")
+    return (f"trap '' PIPE; mkdir -p {q(rundir)} && cd {q(rundir)} && "
+            f"timeout -k 10 {max_run_s(profile)} {runner} 1>&2; status=$?; "
+            f"if [ $status -eq 0 ]; then cat result.json; fi; cd / && rm -rf {q(rundir)}; exit $status")
 
 
 def run_once(profile, member, runner_args, files, lock_wait):
@@ -276,6 +277,7 @@ def run_on_member(profile, runner_args, files):
                 if isinstance(failure, DeviceBusy):
                     busy.append(member)
                 continue
+            skipped.pop(member_name(member), None)  # busy before, free now
             return result, {**stats, "member": member_name(member),
                             "skipped": [{"member": m, "reason": f.reason} for m, f in skipped.items()]}
         pending = busy if time.monotonic() < deadline else []
