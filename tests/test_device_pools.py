@@ -136,11 +136,13 @@ def test_four_artifacts_on_a_two_board_pool_run_in_parallel_without_overlap(tmp_
     by_member = {}
     for result, deploy in runs:
         by_member.setdefault(deploy["member"], []).append(held(result))
-    assert sorted(by_member) == sorted(f"{s.address}:22" for s in servers)  # both boards worked
+    timeline = sorted((a.time().isoformat(), b.time().isoformat(), m) for m, held_ in by_member.items()
+                      for a, b in held_)
+    assert sorted(by_member) == sorted(f"{s.address}:22" for s in servers), timeline  # both boards worked
     for member, intervals in by_member.items():  # never two at once on one board
-        assert not any(overlap(a, b) for i, a in enumerate(intervals) for b in intervals[i + 1:]), (member, intervals)
+        assert not any(overlap(a, b) for i, a in enumerate(intervals) for b in intervals[i + 1:]), timeline
     (first, second) = by_member.values()
-    assert any(overlap(a, b) for a in first for b in second)  # the boards did run at the same time
+    assert any(overlap(a, b) for a in first for b in second), timeline  # the boards did run at the same time
     for server in servers:  # each board's own disk got the runner, its lock and no leftovers
         assert (server.disk_workdir / "device.lock").exists() and list((server.disk_workdir / "runs").iterdir()) == []
         assert processes_mentioning(str(server.workdir)) == []
