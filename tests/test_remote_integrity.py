@@ -36,15 +36,16 @@ def profile_of(tmp_path, entry, name="loopback"):
     return load_inventory(inventory(tmp_path / f"{name}.yaml", **{name: entry}))[name]
 
 
-def processes_mentioning(text):
-    """PIDs of the live processes whose command line contains ``text``."""
+def processes_mentioning(*texts):
+    """PIDs of the live processes whose command line contains every one of ``texts``."""
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if text in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                found.append(int(cmdline.parent.name))
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # it ended meanwhile
-            pass
+            continue
+        if all(text in line for text in texts):
+            found.append(int(cmdline.parent.name))
     return [pid for pid in found if pid != os.getpid() and alive(pid)]
 
 
@@ -74,8 +75,7 @@ def measuring_runner(workdir):
     def holder():
         lock = Path(workdir) / "device.lock"
         text = lock.read_text() if lock.exists() else ""
-        pids = [pid for pid in processes_mentioning(f"{workdir}/cache") if "--lifeline" in
-                Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+        pids = processes_mentioning(f"{workdir}/cache", "--lifeline")
         return next((pid for pid in pids if f"runner pid {pid} " in text), None)
 
     return wait_for(holder, what=f"a runner holding {workdir}/device.lock")
