@@ -11,6 +11,7 @@ of them make a device pool whose members share the inventory entry but not a fil
 """
 import getpass
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -124,6 +125,13 @@ def namespaces_available():
     if created:
         subprocess.run([IP, "netns", "del", probe], capture_output=True)
     return created
+
+
+def free_subnets(count):
+    """``count`` values of n for which no interface of this machine has an address in 10.231.<n>.0/24."""
+    used = set(re.findall(r"inet 10\.231\.(\d+)\.", subprocess.run([IP, "-o", "addr"], capture_output=True,
+                                                                     text=True).stdout))
+    return [n for n in range(1 + os.getpid() % 200, 255) if str(n) not in used][:count]
 
 
 class NamespaceSshd(LoopbackSshd):

@@ -111,11 +111,11 @@ def board_pool(tmp_path):
     """Two boards in network namespaces integ-<pid>a / -b (10.231.x.2), one client key, one known_hosts."""
     if not sshd.available() or not sshd.namespaces_available():
         pytest.skip("needs openssh-server, iproute2 and root (network namespaces): scripts/ci-deps.sh")
-    tag, subnet = os.getpid() % 100000, 2 * (os.getpid() % 120) + 1
+    tag = os.getpid() % 100000
     client_key = sshd.keygen(tmp_path / "client_ed25519")
     mount_point = tmp_path / "board"  # the same path on every board, each with its own disk behind it
-    servers = [sshd.NamespaceSshd(tmp_path / f"sshd-{m}", f"{tag}{m}", subnet + i, tmp_path / f"disk-{m}", mount_point,
-                                  client_key) for i, m in enumerate("ab")]
+    servers = [sshd.NamespaceSshd(tmp_path / f"sshd-{m}", f"{tag}{m}", subnet, tmp_path / f"disk-{m}", mount_point,
+                                  client_key) for m, subnet in zip("ab", sshd.free_subnets(2))]
     with servers[0], servers[1]:
         known_hosts = tmp_path / "known_hosts"
         known_hosts.write_text("".join(s.known_hosts.read_text() for s in servers))
