@@ -732,12 +732,11 @@ def packed_model_inputs(path, color_format, height, width, limit):
     return {"y": np.ascontiguousarray(y, dtype=np.float32), "uv": np.ascontiguousarray(uv, dtype=np.float32)}, labels
 
 
-def accuracy(runtime, threads, path, color_format, size, limit):
-    """Top-1 of the model on the packed split, one image at a time (batch 1, as timed), on this device.
+def accuracy(runtime, threads, inputs, labels):
+    """Top-1 of the model on packed images, one at a time (batch 1, as timed), on this device.
 
     The class is the argmax of the model's first output (dequantized for integer models).
     """
-    inputs, labels = packed_model_inputs(path, color_format, size[0], size[1], limit)
     runtime.load(threads)
     predictions = []
     start = time.perf_counter_ns()
@@ -755,7 +754,6 @@ def accuracy(runtime, threads, path, color_format, size, limit):
     runtime.close()
     correct = int((np.asarray(predictions) == labels).sum())
     return {"images": len(labels), "correct": correct, "top1": correct / len(labels),
-            "data": {"path": str(path), "color_format": color_format, "height": size[0], "width": size[1]},
             "session_options": session, "duration_s": duration,
             "predictions": predictions, "labels": labels.tolist()}
 
@@ -1057,6 +1055,10 @@ def benchmark(args):
     runtime = make_runtime(args)
     import_ms = (time.perf_counter_ns() - t0) / 1e6
     feeds = load_samples(args.inputs)
+    if args.accuracy_data:  # read (and checked) before any timing
+        height, width = args.accuracy_size
+        accuracy_inputs = packed_model_inputs(args.accuracy_data, args.accuracy_format, height, width,
+                                              args.accuracy_images)
     rss_baseline = proc_status_mb("VmRSS")
     temps_before = temperatures_c()
 
@@ -1086,8 +1088,9 @@ def benchmark(args):
         runtime.close()
     top1 = None
     if args.accuracy_data:
-        top1 = accuracy(runtime, args.threads[0], args.accuracy_data, args.accuracy_format, args.accuracy_size,
-                        args.accuracy_images)
+        top1 = {**accuracy(runtime, args.threads[0], *accuracy_inputs),
+                "data": {"path": str(args.accuracy_data), "color_format": args.accuracy_format,
+                         "height": height, "width": width}}
     return {
         "schema": SCHEMA,
         "status": "ok",
