@@ -18,7 +18,7 @@ DEFAULT_INVENTORY = "config/devices.yaml"
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "devices.schema.yaml"
 DEFAULTS = {"port": 22, "agent": False, "key_file": None, "python": "python3", "runtimes": ["onnxruntime"],
             "cpus": [], "threads": None, "governor": None, "connect_timeout_s": 10, "run_timeout_s": 900,
-            "retries": 2, "retry_backoff_s": 5}
+            "retries": 2, "retry_backoff_s": 5, "emulated": False}
 
 
 def load_inventory(path=DEFAULT_INVENTORY):
@@ -51,6 +51,14 @@ def load_inventory(path=DEFAULT_INVENTORY):
             raise UserError(f"{where}': set key_file or agent: true (passwords are not supported)")
         devices[name] = {"name": name, **DEFAULTS, **entry}
     return devices
+
+
+def device_kind(profile):
+    """What a device's timings are: ``host`` (local), ``board`` (real hardware) or ``emulated``
+    (an entry with emulated: true, e.g. the qemu-user virtual board: never comparable timings)."""
+    if profile is None:
+        return "host"
+    return "emulated" if profile["emulated"] else "board"
 
 
 def device_profile(name, inventory_path=DEFAULT_INVENTORY):

@@ -90,12 +90,14 @@ def classify(err, profile):
         return DeviceFailure(f"authentication to {where} failed: {err}", retry=False)
     if isinstance(err, paramiko.SSHException) and "known_hosts" in str(err):
         return DeviceFailure(f"{where} is not in {profile['known_hosts']}: refusing an unknown host key", retry=False)
+    # An emulated board is started on this machine: say how (scripts/virtual-board.sh).
+    hint = "; is the virtual board up? (sudo scripts/virtual-board.sh status)" if profile.get("emulated") else ""
     if isinstance(err, (socket.timeout, TimeoutError)):
-        return DeviceFailure(f"{where} did not answer within {profile['connect_timeout_s']} s")
+        return DeviceFailure(f"{where} did not answer within {profile['connect_timeout_s']} s{hint}")
     if isinstance(err, invoke.CommandTimedOut):
         return DeviceFailure(f"no answer from the runner on {where} within {err.timeout} s")
     if isinstance(err, (paramiko.SSHException, EOFError, OSError)):
-        return DeviceFailure(f"connection to {where} failed: {type(err).__name__}: {err}")
+        return DeviceFailure(f"connection to {where} failed: {type(err).__name__}: {err}{hint}")
     raise err
 
 
@@ -151,6 +153,12 @@ def deploy(conn, profile, files):
     return mapping, stats
 
 
+def missing_runtime(device, python, message):
+    """Why a device whose inventory entry lists a runtime has not got it (runner exit status 4), and the fix."""
+    return (f"{device}: {message} for {python}, but its inventory entry lists it in runtimes: install it "
+            f"there, or remove it from runtimes")
+
+
 def run_once(profile, runner_args, files, scratch):
     """One attempt: connect, deploy, run the runner, fetch its JSON, remove the run folder."""
     q, workdir = shlex.quote, profile["workdir"]
@@ -188,6 +196,8 @@ def run_once(profile, runner_args, files, scratch):
             raise UserError(f"device_runner on {profile['name']} failed: {last}")
         if run.exited == 3:
             raise DeviceFailure(f"the runtime on {profile['name']} cannot run the model: {last}", retry=False)
+        if run.exited == 4:
+            raise DeviceFailure(missing_runtime(profile["name"], profile["python"], last), retry=False)
         if run.exited == 124:
             raise DeviceFailure(f"runner on {profile['name']} timed out after {timeout} s")
         if run.exited == -1:  # paramiko: the channel closed without an exit status
