@@ -299,7 +299,6 @@ up() {
     say "already up at $BOARD_IP (ports ${PORT[a53]}, ${PORT[a72]}); 'status' checks it"
     return
   fi
-  board_down  # leftovers of a board that died or a failed start
   install_packages
   check_binfmt
   find_host_pip
@@ -307,6 +306,7 @@ up() {
   local env
   for env in "${ENVS[@]}"; do install_env "${env%%:*}" "${env#*:}"; done
   configure
+  board_down  # leftovers of a board that died or of a failed start
   trap 'board_down' EXIT  # a failed start leaves no namespace or sshd behind
   start_network
   local profile

@@ -257,7 +257,7 @@ class LiteRT(Runtime):
                 import tflite_runtime as package
             except ImportError:
                 raise RuntimeMissing("neither ai-edge-litert nor tflite-runtime is installed "
-                                  "(pip install ai-edge-litert)") from None
+                                     "(pip install ai-edge-litert)") from None
         self.tfl = tfl
         self.package = package.__name__
         self.version = getattr(package, "__version__", None)
@@ -361,7 +361,7 @@ class HailoRT(Runtime):
             import hailo_platform
         except ImportError:
             raise RuntimeMissing("HailoRT is not installed (the hailo_platform wheel from Hailo's "
-                              "developer zone)") from None
+                                 "developer zone)") from None
         self.hp = hailo_platform
         self.version = getattr(hailo_platform, "__version__", None)
         self.stack = self.run = None
@@ -706,7 +706,9 @@ def packed_model_inputs(path, color_format, height, width, limit):
 
     A packed split is a 1-D .npy of records (``image`` uint8, ``label``); the inputs have the
     layout of workflow.datasets.to_model_inputs: RGB HWC -> ``image`` (N, 3, H, W), I420
-    buffers -> ``y`` (N, 1, H, W) and ``uv`` (N, 2, H/2, W/2), float32 raw pixel values.
+    buffers -> ``y`` (N, 1, H, W) and ``uv`` (N, 2, H/2, W/2), raw pixel values. They stay
+    uint8 views of the memory-mapped file (a board's RAM is small); each image is cast to
+    float32 when it is fed.
     """
     try:
         records = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -717,19 +719,18 @@ def packed_model_inputs(path, color_format, height, width, limit):
     if records.dtype.names != ("image", "label") or records.ndim != 1 or not len(records):
         raise RunnerError(f"{path}: not a packed split (expected a non-empty 1-D array with fields image, label)")
     records = records[:limit or len(records)]
-    images, labels = np.asarray(records["image"]), np.asarray(records["label"], dtype=np.int64)
+    images, labels = records["image"], np.asarray(records["label"], dtype=np.int64)
     n, hw = len(records), height * width
     if color_format == "rgb":
         if images.shape[1:] != (height, width, 3):
             raise RunnerError(f"{path}: images are {images.shape[1:]}, expected RGB {height}x{width}x3")
-        return {"image": np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)}, labels
+        return {"image": images.transpose(0, 3, 1, 2)}, labels
     flat = images.reshape(n, -1)
     if flat.shape[1] != hw * 3 // 2:
         raise RunnerError(f"{path}: images hold {flat.shape[1]} bytes, expected I420 {height}x{width} "
                           f"({hw * 3 // 2})")
-    y = flat[:, :hw].reshape(n, 1, height, width)
-    uv = flat[:, hw:].reshape(n, 2, height // 2, width // 2)
-    return {"y": np.ascontiguousarray(y, dtype=np.float32), "uv": np.ascontiguousarray(uv, dtype=np.float32)}, labels
+    return {"y": flat[:, :hw].reshape(n, 1, height, width),
+            "uv": flat[:, hw:].reshape(n, 2, height // 2, width // 2)}, labels
 
 
 def accuracy(runtime, threads, inputs, labels):
@@ -742,7 +743,8 @@ def accuracy(runtime, threads, inputs, labels):
     start = time.perf_counter_ns()
     try:
         for i in range(len(labels)):
-            outputs = runtime.infer(runtime.make_feed({k: a[i:i + 1] for k, a in inputs.items()}))
+            sample = {k: np.ascontiguousarray(a[i:i + 1], dtype=np.float32) for k, a in inputs.items()}
+            outputs = runtime.infer(runtime.make_feed(sample))
             predictions.append(int(np.argmax(next(iter(outputs.values())).reshape(-1))))
     except RunnerError:
         raise
