@@ -162,9 +162,9 @@ configure() {
   install -m 600 "$STATE/ssh/id_ed25519.pub" "$ROOT/root/.ssh/authorized_keys"
   install -d -m 755 "$ROOT/run/sshd"  # sshd's privilege separation directory
   local host_key profile; host_key=$(cut -d' ' -f1,2 "$ROOT/etc/ssh/vboard_host_ed25519_key.pub")
-  : >"$STATE/ssh/known_hosts"
+  for profile in "${PROFILES[@]}"; do echo "[$BOARD_IP]:${PORT[$profile]} $host_key"; done >"$STATE/ssh/known_hosts.tmp"
+  mv "$STATE/ssh/known_hosts.tmp" "$STATE/ssh/known_hosts"  # readers never see it half written
   for profile in "${PROFILES[@]}"; do
-    echo "[$BOARD_IP]:${PORT[$profile]} $host_key" >>"$STATE/ssh/known_hosts"
     cpuinfo "$profile" >"$RUN/cpuinfo-$profile"
     cat >"$ROOT/etc/ssh/vboard-$profile.conf" <<EOF
 # written by scripts/virtual-board.sh: profile $profile
@@ -225,10 +225,9 @@ board_down() {
   if netns_exists; then
     mapfile -t inside < <(ip netns pids "$NETNS")  # sessions still inside: all were started by our sshd
     stop_pids "${inside[@]}"
-    ip netns delete "$NETNS"  # removes the veth pair too
+    ip netns delete "$NETNS"  # removes the veth pair too (asynchronously)
   fi
-  ip link show "$HOST_IF" >/dev/null 2>&1 && ip link delete "$HOST_IF"
-  return 0
+  ip link delete "$HOST_IF" 2>/dev/null || true  # a veth left by a start that failed half-way
 }
 
 netns_exists() { ip netns list | grep -q "^$NETNS\( \|$\)"; }

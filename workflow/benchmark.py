@@ -85,6 +85,13 @@ def failed_result(device, failure):
     return {"status": "failed", "reason": failure.reason, "device_name": device, "attempts": failure.attempts}
 
 
+def check_runtime_listed(profile, runtime):
+    """A remote device runs only the runtimes its inventory entry lists; anything else fails without a try."""
+    if profile is not None and runtime not in profile["runtimes"]:
+        raise DeviceFailure(f"runtime {runtime} is not installed on {profile['name']} (inventory runtimes: "
+                            f"{', '.join(profile['runtimes'])})", retry=False)
+
+
 def device_settings(settings, profile):
     """params.yaml benchmark.* as they apply to this device: an emulated one (inventory emulated: true)
     times with benchmark.emulated's shorter settings, since qemu runs ~300x slower than the board."""
@@ -195,9 +202,7 @@ def benchmark(params, device, model_name, artifact, packed, manifest_path):
         save_samples(samples, inputs)
         accuracy_args, accuracy_files = accuracy_options(settings, packed, manifest)
         try:
-            if profile is not None and runtime not in profile["runtimes"]:
-                raise DeviceFailure(f"runtime {runtime} is not installed on {device} (inventory runtimes: "
-                                    f"{', '.join(profile['runtimes'])})", retry=False)
+            check_runtime_listed(profile, runtime)
             for delegate, xnnpack in delegate_settings(params, runtime):
                 runner_args = [*runner_options(settings, profile, runtime, xnnpack), *accuracy_args,
                                "--device-name", device]

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow.benchmark import device_settings, failed_result, run_on_device
+from workflow.benchmark import check_runtime_listed, device_settings, failed_result, run_on_device
 from workflow.config import check_device, load_params, params_hash
 from workflow.errors import UserError, cli
 from workflow.inventory import device_kind, device_profile
@@ -108,6 +108,7 @@ def pipeline_bench(params, device, rgb_model, yuv_model):
         np.save(frame_npy, photo)
         files = {"--model": Path(rgb_model), "--yuv-model": Path(yuv_model), "--frame": frame_npy}
         try:
+            check_runtime_listed(profile, "onnxruntime")
             result, deploy = run_on_device(device, runner_args, files, workdir, params["benchmark"]["inventory"])
         except DeviceFailure as failure:
             result = failed_result(device, failure)
