@@ -153,12 +153,6 @@ def deploy(conn, profile, files):
     return mapping, stats
 
 
-def missing_runtime(device, python, message):
-    """Why a device whose inventory entry lists a runtime has not got it (runner exit status 4), and the fix."""
-    return (f"{device}: {message} for {python}, but its inventory entry lists it in runtimes: install it "
-            f"there, or remove it from runtimes")
-
-
 def run_once(profile, runner_args, files, scratch):
     """One attempt: connect, deploy, run the runner, fetch its JSON, remove the run folder."""
     q, workdir = shlex.quote, profile["workdir"]
@@ -196,8 +190,9 @@ def run_once(profile, runner_args, files, scratch):
             raise UserError(f"device_runner on {profile['name']} failed: {last}")
         if run.exited == 3:
             raise DeviceFailure(f"the runtime on {profile['name']} cannot run the model: {last}", retry=False)
-        if run.exited == 4:
-            raise DeviceFailure(missing_runtime(profile["name"], profile["python"], last), retry=False)
+        if run.exited == 4:  # the inventory lists a runtime the device's python cannot import
+            raise DeviceFailure(f"{profile['name']}: {last} for {profile['python']}, but its inventory entry lists "
+                                f"it in runtimes: install it there, or remove it from runtimes", retry=False)
         if run.exited == 124:
             raise DeviceFailure(f"runner on {profile['name']} timed out after {timeout} s")
         if run.exited == -1:  # paramiko: the channel closed without an exit status
