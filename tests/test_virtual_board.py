@@ -19,10 +19,12 @@ import pytest
 import torch
 import yaml
 
+import sshd
 from conftest import CIFAR_NPZ, REPO, cifar_project, run_module, sh, tiny_params, write_params
 from test_runner import TwoInputs, export
 from workflow.benchmark import run_on_device
 from workflow.inventory import load_inventory
+from workflow.remote import DeviceFailure
 
 BOARD = REPO / "scripts" / "virtual-board.sh"
 INVENTORY = REPO / "config" / "devices.yaml"
@@ -94,11 +96,15 @@ def test_a_runtime_the_board_lacks_is_named_with_the_fix(board, tiny_onnx, packe
 
 
 def test_a_board_that_is_not_up_says_how_to_start_it(tiny_onnx, tmp_path):
-    devices = inventory_with(tmp_path / "devices.yaml", "virtual-a53", port=2299, connect_timeout_s=3, retries=0)
-    from workflow.remote import DeviceFailure
-
-    with pytest.raises(DeviceFailure, match=r"virtual-board.sh status"):
-        run_on_device("virtual-a53", QUICK, tiny_onnx, tmp_path, devices)
+    """Whether or not the board was ever built here: its known_hosts missing, or nothing answering."""
+    absent = inventory_with(tmp_path / "absent.yaml", "virtual-a53", known_hosts=str(tmp_path / "none"))
+    with pytest.raises(DeviceFailure, match=r"not found \(sudo scripts/virtual-board.sh up writes it\)"):
+        run_on_device("virtual-a53", QUICK, tiny_onnx, tmp_path, absent)
+    (tmp_path / "known_hosts").write_text("")
+    silent = inventory_with(tmp_path / "silent.yaml", "virtual-a53", port=2299, connect_timeout_s=3, retries=0,
+                            known_hosts=str(tmp_path / "known_hosts"), key_file=str(sshd.keygen(tmp_path / "key")))
+    with pytest.raises(DeviceFailure, match=r"is the virtual board up\? \(sudo scripts/virtual-board.sh status\)"):
+        run_on_device("virtual-a53", QUICK, tiny_onnx, tmp_path, silent)
 
 
 # ----------------------------------------------------------------------------- the DAG on the board

@@ -59,8 +59,9 @@ def connect(profile):
     """An open fabric Connection with strict host-key checking against the profile's known_hosts."""
     known_hosts = Path(profile["known_hosts"]).expanduser()
     if not known_hosts.is_file():
-        raise DeviceFailure(f"known_hosts file {known_hosts} not found (ssh-keyscan the device into it)",
-                            retry=False)
+        fix = "sudo scripts/virtual-board.sh up writes it" if profile.get("emulated") else \
+            "ssh-keyscan the device into it"
+        raise DeviceFailure(f"known_hosts file {known_hosts} not found ({fix})", retry=False)
     connect_kwargs = {"look_for_keys": False, "allow_agent": bool(profile["agent"]),
                       "banner_timeout": profile["connect_timeout_s"], "auth_timeout": profile["connect_timeout_s"]}
     if profile["key_file"]:
