@@ -14,7 +14,7 @@
 # /opt/venv holds envs/board-venv.txt, /opt/tflite-runtime envs/board-tflite-runtime.txt.
 #
 # This is user-mode emulation: the kernel, core count and /sys are this machine's and the code
-# runs ~100-300x slower than on a board. It checks that the aarch64 builds of the runtimes work
+# runs tens to a thousand times slower. It checks that the aarch64 builds of the runtimes work
 # and give the host's answers; its timings say nothing about a real board.
 #
 # Environment: VBOARD_DIR  state and cache, outside the clone (default

@@ -94,7 +94,7 @@ def check_runtime_listed(profile, runtime):
 
 def device_settings(settings, profile):
     """params.yaml benchmark.* as they apply to this device: an emulated one (inventory emulated: true)
-    times with benchmark.emulated's shorter settings, since qemu runs ~300x slower than the board."""
+    times with benchmark.emulated's shorter settings, since qemu runs it tens to a thousand times slower."""
     if device_kind(profile) != "emulated":
         return settings
     emulated = settings["emulated"]
