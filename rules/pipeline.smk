@@ -12,6 +12,7 @@ rule pipeline_bench:
               "workflow/remote.py"],
     params:
         pipeline=lambda wc: PIPELINE,
+        emulated=lambda wc: P["benchmark"]["emulated"],
     threads: PIPELINE["workers"]
     resources:
         **{f"device_{d}": (lambda wc, d=d: int(wc.device == d)) for d in DEVICES},

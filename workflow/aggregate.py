@@ -8,6 +8,7 @@ Columns are documented in README.md ("summary.csv columns").
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from workflow.config import load_params
@@ -19,7 +20,9 @@ from workflow.io import atomic_path, read_json, write_text
 COLUMNS = [
     "model", "arch", "width_mult", "input_format", "teacher", "kd_type", "kd_alpha", "prune_ratio", "prune_iteration",
     "epochs", "artifact", "format", "precision", "quant_method", "calibration", "runtime", "delegate", "device",
-    "status", "reason", "top1", "top1_pytorch", "test_images", "params", "macs", "size_bytes", "threads",
+    "device_kind", "status", "reason", "top1", "top1_pytorch", "test_images", "top1_device", "top1_device_images",
+    "top1_host_same_images", "top1_device_delta", "device_agreement", "device_check", "params", "macs",
+    "size_bytes", "threads",
     "latency_first_ms", "latency_mean_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
     "throughput_fps", "throughput_fps_best", "throughput_best_threads", "peak_rss_mb",
     "providers", "cpu_model", "git_commit",
@@ -69,6 +72,29 @@ def delegates(params, artifact, bench):
     return [(None, bench)]
 
 
+def device_accuracy_columns(params, quantized, evaluation, run):
+    """The top-1 the device itself measured (runner --accuracy-data) beside the host's on the same images.
+
+    ``device_check`` is ``mismatch`` when they differ by more than benchmark.accuracy.tolerance
+    (``quantized`` for int8 artifacts, ``float`` otherwise); ``device_agreement`` is the share of
+    images whose predicted class is the same on both.
+    """
+    measured = run.get("accuracy")
+    if not measured:
+        return {}
+    columns = {"top1_device": measured["top1"], "top1_device_images": measured["images"]}
+    if "predictions" not in evaluation:  # a host evaluation without per-image predictions: nothing to compare
+        return columns
+    labels = np.asarray(measured["labels"])
+    host = np.asarray(evaluation["predictions"][:len(labels)])
+    host_top1 = float((host == labels).mean())
+    delta = measured["top1"] - host_top1
+    tolerance = params["benchmark"]["accuracy"]["tolerance"]["quantized" if quantized else "float"]
+    return {**columns, "top1_host_same_images": host_top1, "top1_device_delta": delta,
+            "device_agreement": float((host == np.asarray(measured["predictions"])).mean()),
+            "device_check": "ok" if abs(delta) <= tolerance + 1e-9 else "mismatch"}
+
+
 def optimization_columns(train):
     """How the model was made: distillation (teacher, type, factor) and pruning (ratio, passes)."""
     columns = {key: train.get(key) for key in ("teacher", "kd_type", "kd_alpha", "prune_ratio", "prune_iteration")}
@@ -88,7 +114,8 @@ def rows(params, results):
                     row = {"model": model, "arch": spec["arch"], "width_mult": spec["width_mult"],
                            "input_format": spec["input_format"], **optimization_columns(train), "artifact": artifact,
                            **artifact_columns(params, artifact, report), "delegate": delegate, "device": device,
-                           "top1_pytorch": train["top1"], "git_commit": bench["provenance"]["git_commit"]}
+                           "device_kind": bench.get("device_kind"), "top1_pytorch": train["top1"],
+                           "git_commit": bench["provenance"]["git_commit"]}
                     failed = next((r for r in (report, evaluation) if r.get("status") == "failed"), None)
                     if failed:  # a failed format is a row with the reason, never a missing row
                         yield {**row, "status": "failed", "reason": failed["reason"]}
@@ -97,20 +124,24 @@ def rows(params, results):
                     if bench.get("status") == "failed":  # the device gave no numbers; the accuracy stands
                         yield {**row, "status": "failed", "reason": bench["reason"]}
                         continue
-                    yield {**row, "status": "ok", **bench_columns(bench["model_stats"], run)}
+                    yield {**row, "status": "ok", **bench_columns(bench["model_stats"], run),
+                           **device_accuracy_columns(params, bool(row["quant_method"]), evaluation, run)}
 
 
 def to_markdown(table):
-    view = table[["model", "input_format", "artifact", "runtime", "delegate", "device", "status", "top1", "params", "macs",
-                  "size_bytes", "latency_first_ms", "latency_p50_ms", "latency_p99_ms", "throughput_fps",
-                  "throughput_fps_best", "peak_rss_mb"]].copy()
+    on_device = ["top1_device", "device_check"] if table["top1_device"].notna().any() else []
+    view = table[["model", "input_format", "artifact", "runtime", "delegate", "device", "status", "top1", *on_device,
+                  "params", "macs", "size_bytes", "latency_first_ms", "latency_p50_ms", "latency_p99_ms",
+                  "throughput_fps", "throughput_fps_best", "peak_rss_mb"]].copy()
     def fmt(column, scale, template):
         view[column] = (view[column] * scale).map(lambda v: "" if pd.isna(v) else template.format(v))
 
     fmt("top1", 100, "{:.2f} %")
+    if on_device:
+        fmt("top1_device", 100, "{:.2f} %")
     fmt("size_bytes", 1e-6, "{:.2f} MB")
     fmt("macs", 1e-6, "{:.1f} M")
-    view = view.rename(columns={"size_bytes": "size", "latency_first_ms": "first run (ms)",
+    view = view.rename(columns={"top1_device": "top1 on device", "size_bytes": "size", "latency_first_ms": "first run (ms)",
                                 "latency_p50_ms": "p50 (ms)", "latency_p99_ms": "p99 (ms)",
                                 "throughput_fps": "fps (1 thr)", "throughput_fps_best": "fps (best)",
                                 "peak_rss_mb": "peak RSS (MB)"})
@@ -152,6 +183,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     table = aggregate(load_params(args.params), args.results, args.out)
     print(f"wrote {args.out} ({len(table)} rows) and {Path(args.out).with_suffix('.md')}")
+    for _, row in table[table["device_check"] == "mismatch"].iterrows():
+        print(f"warning: {row['model']} {row['artifact']} ({row['delegate']}) on {row['device']}: top-1 "
+              f"{row['top1_device']:.4f} on the device vs {row['top1_host_same_images']:.4f} on the host "
+              f"({int(row['top1_device_images'])} images), beyond benchmark.accuracy.tolerance")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ FORMATS = ("rgb", "yuv420")
 # An artifact's name starts with its file format: onnx-fp32, onnx-int8-static, tflite-fp16 ...
 FILE_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "hef": ".hef"}
 BENCHMARK_KEYS = ("warmup_runs", "min_runs", "min_duration_s", "threads", "samples", "stream_workers",
-                  "perf_counters", "rt")
+                  "perf_counters", "rt", "accuracy", "emulated")
 # benchmark params that only some formats read
 FORMAT_BENCHMARK_KEYS = {"tflite": ("litert_xnnpack",)}
 
@@ -373,7 +373,7 @@ def pipeline_stages(params):
             f"--yuv-model {yuv} --out {folder}/pipeline.json",
             [rgb, yuv, "workflow/pipeline_bench.py", "workflow/benchmark.py", "workflow/device_runner.py",
              "workflow/remote.py", *device_deps(params, device)],
-            [f"{folder}/table.csv", f"{folder}/fig20.csv"], params=["benchmark.pipeline"],
+            [f"{folder}/table.csv", f"{folder}/fig20.csv"], params=["benchmark.pipeline", "benchmark.emulated"],
             metrics=[f"{folder}/pipeline.json"]))
     return out
 

@@ -23,8 +23,12 @@ Optional measurements: ``--stream-workers 1,3`` (throughput of a writer thread f
 queue read by N inference workers, seed 000's 1 vs 3 threads), ``--perf`` (hardware
 counters through ``perf stat`` when the device has them, marked unavailable otherwise),
 ``--rt-period-ms`` (RT-Bench-style periodic jobs: deadline misses, jitter, SCHED_FIFO
-when permitted) and ``--cpus`` (core affinity). ``--pipeline`` times seed 000's
-pre-processing chain instead (resize + YUV->RGB + infer vs resize + infer; needs cv2).
+when permitted) and ``--cpus`` (core affinity). ``--accuracy-data test.npy`` (a packed
+split, with ``--accuracy-format`` and ``--accuracy-size``) runs the first
+``--accuracy-images`` images through the model on the device and reports top-1 and every
+prediction, so the device's own kernels are checked against the host's answer.
+``--pipeline`` times seed 000's pre-processing chain instead (resize + YUV->RGB + infer vs
+resize + infer; needs cv2).
 
 Process lifecycle (how workflow/remote.py runs it on a board): ``--lifeline`` makes the
 runner lead its own session and end itself and its children (perf) as soon as its stdin
@@ -40,10 +44,11 @@ folder there that is removed when the run ends.
 Needs Python >= 3.7 (Coral Dev Board's Mendel Linux has 3.7) and numpy 1.x or 2.x;
 tests/test_runner_compat.py enforces both, and an older interpreter gets one error line.
 
-Exit status: 2 for a mistake in the inputs (missing file, numpy or the runtime not
-installed, Python too old, inputs that do not match the model), 3 when the runtime cannot
-load or run this model (a failing format on this device), 75 when the device lock stayed
-busy for ``--lock-wait`` seconds; each prints one ``error: ...`` line on stderr. The
+Exit status: 2 for a mistake in the inputs (missing file, numpy not installed, Python too
+old, inputs that do not match the model), 3 when the runtime cannot load or run this model
+(a failing format on this device), 4 when the model's runtime is not installed for this
+interpreter, 75 when the device lock stayed busy for ``--lock-wait`` seconds; each prints
+one ``error: ...`` line on stderr. The
 result JSON is written atomically, so a failed run leaves no file.
 """
 import argparse
@@ -97,6 +102,12 @@ class DeviceBusy(RunnerError):
     """Another runner held the device lock for all of --lock-wait (exit status 75, EX_TEMPFAIL)."""
 
     exit_status = 75
+
+
+class RuntimeMissing(RunnerError):
+    """The runtime the model needs is not installed for this interpreter (exit status 4)."""
+
+    exit_status = 4
 
 
 # ----------------------------------------------------------------------------- runtimes
@@ -163,7 +174,7 @@ class OnnxRuntime(Runtime):
         try:
             import onnxruntime
         except ImportError:
-            raise RunnerError("onnxruntime is not installed (pip install onnxruntime)") from None
+            raise RuntimeMissing("onnxruntime is not installed (pip install onnxruntime)") from None
         self.ort = onnxruntime
         self.version = onnxruntime.__version__
         self.session = None
@@ -277,8 +288,8 @@ class LiteRT(Runtime):
                 from tflite_runtime import interpreter as tfl
                 import tflite_runtime as package
             except ImportError:
-                raise RunnerError("neither ai-edge-litert nor tflite-runtime is installed "
-                                  "(pip install ai-edge-litert)") from None
+                raise RuntimeMissing("neither ai-edge-litert nor tflite-runtime is installed "
+                                     "(pip install ai-edge-litert)") from None
         self.tfl = tfl
         self.package = package.__name__
         self.version = getattr(package, "__version__", None)
@@ -381,8 +392,8 @@ class HailoRT(Runtime):
         try:
             import hailo_platform
         except ImportError:
-            raise RunnerError("HailoRT is not installed (the hailo_platform wheel from Hailo's "
-                              "developer zone)") from None
+            raise RuntimeMissing("HailoRT is not installed (the hailo_platform wheel from Hailo's "
+                                 "developer zone)") from None
         self.hp = hailo_platform
         self.version = getattr(hailo_platform, "__version__", None)
         self.stack = self.run = None
@@ -721,6 +732,66 @@ def check_inputs(specs, sample):
             raise RunnerError(f"input '{name}': samples are {got.dtype}, the model expects {np.dtype(dtype)}")
 
 
+# ----------------------------------------------------------------------------- on-device accuracy
+def packed_model_inputs(path, color_format, height, width, limit):
+    """The first ``limit`` images (0: all) of a packed split as model inputs, and their labels.
+
+    A packed split is a 1-D .npy of records (``image`` uint8, ``label``); the inputs have the
+    layout of workflow.datasets.to_model_inputs: RGB HWC -> ``image`` (N, 3, H, W), I420
+    buffers -> ``y`` (N, 1, H, W) and ``uv`` (N, 2, H/2, W/2), raw pixel values. They stay
+    uint8 views of the memory-mapped file (a board's RAM is small); each image is cast to
+    float32 when it is fed.
+    """
+    try:
+        records = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise RunnerError(f"{path}: packed split not found") from None
+    except (OSError, ValueError) as err:
+        raise RunnerError(f"{path}: not a readable .npy file ({_first_line(err)})") from None
+    if records.dtype.names != ("image", "label") or records.ndim != 1 or not len(records):
+        raise RunnerError(f"{path}: not a packed split (expected a non-empty 1-D array with fields image, label)")
+    records = records[:limit or len(records)]
+    images, labels = records["image"], np.asarray(records["label"], dtype=np.int64)
+    n, hw = len(records), height * width
+    if color_format == "rgb":
+        if images.shape[1:] != (height, width, 3):
+            raise RunnerError(f"{path}: images are {images.shape[1:]}, expected RGB {height}x{width}x3")
+        return {"image": images.transpose(0, 3, 1, 2)}, labels
+    flat = images.reshape(n, -1)
+    if flat.shape[1] != hw * 3 // 2:
+        raise RunnerError(f"{path}: images hold {flat.shape[1]} bytes, expected I420 {height}x{width} "
+                          f"({hw * 3 // 2})")
+    return {"y": flat[:, :hw].reshape(n, 1, height, width),
+            "uv": flat[:, hw:].reshape(n, 2, height // 2, width // 2)}, labels
+
+
+def accuracy(runtime, threads, inputs, labels):
+    """Top-1 of the model on packed images, one at a time (batch 1, as timed), on this device.
+
+    The class is the argmax of the model's first output (dequantized for integer models).
+    """
+    runtime.load(threads)
+    predictions = []
+    start = time.perf_counter_ns()
+    try:
+        for i in range(len(labels)):
+            sample = {k: np.ascontiguousarray(a[i:i + 1], dtype=np.float32) for k, a in inputs.items()}
+            outputs = runtime.infer(runtime.make_feed(sample))
+            predictions.append(int(np.argmax(next(iter(outputs.values())).reshape(-1))))
+    except RunnerError:
+        raise
+    except Exception as err:  # the runtime's own error types
+        raise ModelFailure(f"{runtime.model_path}: inference failed on image {len(predictions)}: "
+                           f"{_first_line(err)}") from None
+    duration = (time.perf_counter_ns() - start) / 1e9
+    session = runtime.session_options(threads)
+    runtime.close()
+    correct = int((np.asarray(predictions) == labels).sum())
+    return {"images": len(labels), "correct": correct, "top1": correct / len(labels),
+            "session_options": session, "duration_s": duration,
+            "predictions": predictions, "labels": labels.tolist()}
+
+
 # ----------------------------------------------------------------------------- host facts
 def _read(path):
     try:
@@ -776,9 +847,12 @@ def host_facts():
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
-    return {"hostname": uname.node, "system": uname.system, "release": uname.release,
-            "version": uname.version, "machine": uname.machine, "cpu_model": cpu_model(),
-            "cpu_count": os.cpu_count(), "cpu_usable": usable, "cpufreq": cpufreq()}
+    facts = {"hostname": uname.node, "system": uname.system, "release": uname.release,
+             "version": uname.version, "machine": uname.machine, "cpu_model": cpu_model(),
+             "cpu_count": os.cpu_count(), "cpu_usable": usable, "cpufreq": cpufreq()}
+    if os.environ.get("QEMU_CPU"):  # qemu-user emulation (scripts/virtual-board.sh): the CPU it emulates
+        facts["qemu_cpu"] = os.environ["QEMU_CPU"]
+    return facts
 
 
 # ----------------------------------------------------------------------------- output
@@ -1086,6 +1160,10 @@ def benchmark(args):
     runtime = make_runtime(args)
     import_ms = (time.perf_counter_ns() - t0) / 1e6
     feeds = load_samples(args.inputs)
+    if args.accuracy_data:  # read (and checked) before any timing
+        height, width = args.accuracy_size
+        accuracy_inputs = packed_model_inputs(args.accuracy_data, args.accuracy_format, height, width,
+                                              args.accuracy_images)
     rss_baseline = proc_status_mb("VmRSS")
     temps_before = temperatures_c()
 
@@ -1113,6 +1191,11 @@ def benchmark(args):
         rt = rt_benchmark(runtime.run, session, args.rt_period_ms, args.rt_deadline_ms or args.rt_period_ms,
                           args.rt_jobs, args.rt_priority)
         runtime.close()
+    top1 = None
+    if args.accuracy_data:
+        top1 = {**accuracy(runtime, args.threads[0], *accuracy_inputs),
+                "data": {"path": str(args.accuracy_data), "color_format": args.accuracy_format,
+                         "height": height, "width": width}}
     return {
         "schema": SCHEMA,
         "status": "ok",
@@ -1154,6 +1237,7 @@ def benchmark(args):
         "stream": stream,
         "perf": counters if args.perf else {"available": False, "reason": "not requested"},
         "rt": rt,
+        "accuracy": top1,
         "memory": {
             "rss_baseline_mb": rss_baseline,
             "peak_rss_mb": peak_rss_mb(),
@@ -1187,6 +1271,17 @@ def thread_list(text):
     return threads
 
 
+def image_size_arg(text):
+    """'32x32' -> (32, 32): height x width; I420 needs even sizes."""
+    try:
+        height, width = (int(v) for v in text.split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW, got {text!r}") from None
+    if min(height, width) < 2 or height % 2 or width % 2:
+        raise argparse.ArgumentTypeError(f"expected an even HxW, got {text!r}")
+    return height, width
+
+
 def resolution_list(text):
     """'640x360,1280x720' -> [(640, 360), (1280, 720)]; I420 needs even sizes."""
     try:
@@ -1218,6 +1313,10 @@ def parse_args(argv=None):
     p.add_argument("--rt-priority", type=int, default=0, help="SCHED_FIFO priority (0 = keep the default policy)")
     p.add_argument("--cpus", type=lambda s: int_list(s, 0), default=[], help="core affinity, e.g. 2,3")
     p.add_argument("--expect-governor", default=None, help="cpufreq governor the device should run")
+    p.add_argument("--accuracy-data", help="packed split (.npy, fields image and label): top-1 on this device")
+    p.add_argument("--accuracy-format", choices=("rgb", "yuv420"), help="--accuracy-data: its color format")
+    p.add_argument("--accuracy-size", type=image_size_arg, help="--accuracy-data: image HxW, e.g. 32x32")
+    p.add_argument("--accuracy-images", type=int, default=0, help="--accuracy-data: the first N images (0 = all)")
     p.add_argument("--pipeline", action="store_true", help="seed 000's pre-processing pipeline benchmark")
     p.add_argument("--yuv-model", help="--pipeline: the YUV 4:2:0 model")
     p.add_argument("--frame", help="--pipeline: source photo, RGB uint8 HxWx3 .npy")
@@ -1236,6 +1335,8 @@ def parse_args(argv=None):
         p.error("--pipeline needs --yuv-model, --frame and --workers >= 1")
     if not args.pipeline and not args.inputs:
         p.error("--inputs is required")
+    if args.accuracy_data and not (args.accuracy_format and args.accuracy_size and args.accuracy_images >= 0):
+        p.error("--accuracy-data needs --accuracy-format, --accuracy-size and --accuracy-images >= 0")
     if args.rt_period_ms < 0 or args.rt_deadline_ms < 0 or args.rt_jobs < 1 or args.rt_priority < 0:
         p.error("--rt-period-ms and --rt-deadline-ms must be >= 0, --rt-jobs >= 1, --rt-priority >= 0")
     if args.runtime is None:

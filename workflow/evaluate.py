@@ -107,6 +107,7 @@ def evaluate(params, artifact, packed, manifest_path, out):
         "per_class_top1": {c: float(correct[labels == i].mean()) if (labels == i).any() else None
                            for i, c in enumerate(classes)},
         "confusion_matrix": confusion.tolist(),
+        "predictions": preds.tolist(),  # per image, in split order: a device's top-1 is compared on these
         "provenance": provenance(params_hash(cfg)),
     }
     write_json(out, result)

@@ -19,7 +19,7 @@ DEFAULT_INVENTORY = "config/devices.yaml"
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "devices.schema.yaml"
 DEFAULTS = {"port": 22, "agent": False, "key_file": None, "python": "python3", "runtimes": ["onnxruntime"],
             "cpus": [], "threads": None, "governor": None, "connect_timeout_s": 10, "run_timeout_s": 900,
-            "lock_wait_s": None, "retries": 2, "retry_backoff_s": 5}
+            "lock_wait_s": None, "retries": 2, "retry_backoff_s": 5, "emulated": False}
 
 
 def load_inventory(path=DEFAULT_INVENTORY):
@@ -75,6 +75,14 @@ def device_slots(name, inventory_path=DEFAULT_INVENTORY):
     """How many benchmarks may run on ``name`` at once: its number of boards (Snakemake's resource)."""
     profile = device_profile(name, inventory_path)
     return 1 if profile is None else len(profile["members"])
+
+
+def device_kind(profile):
+    """What a device's timings are: ``host`` (local), ``board`` (real hardware) or ``emulated``
+    (an entry with emulated: true, e.g. the qemu-user virtual board: never comparable timings)."""
+    if profile is None:
+        return "host"
+    return "emulated" if profile["emulated"] else "board"
 
 
 def device_profile(name, inventory_path=DEFAULT_INVENTORY):

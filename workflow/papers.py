@@ -134,8 +134,16 @@ def read_sources(results_root=".", sources=SOURCES):
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, KeyError) as err:
                 raise UserError(f"{path}: not a readable result table ({str(err).splitlines()[0]})") from None
             frames.append(frame.assign(**{k: v for k, v in folder.items() if k not in frame.columns}))
-        tables[name] = pd.concat(frames, ignore_index=True) if frames else None
+        tables[name] = without_emulated(pd.concat(frames, ignore_index=True)) if frames else None
     return tables
+
+
+def without_emulated(table):
+    """Rows of emulated devices (device_kind emulated: the qemu-user virtual board) never enter a paper
+    table: their timings are the emulator's, not a board's (their accuracy is checked in the summary)."""
+    if "device_kind" not in table.columns:
+        return table
+    return table[table["device_kind"].astype(str) != "emulated"].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- row templates

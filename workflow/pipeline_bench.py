@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow.benchmark import failed_result, run_on_device
+from workflow.benchmark import check_runtime_listed, device_settings, failed_result, run_on_device
 from workflow.config import check_device, load_params, params_hash
 from workflow.errors import UserError, cli
-from workflow.inventory import device_profile
+from workflow.inventory import device_kind, device_profile
 from workflow.io import atomic_path, sha256_file, write_json
 from workflow.provenance import provenance
 from workflow.remote import DeviceFailure
@@ -41,7 +41,7 @@ TABLE_COLUMNS = ["width", "height", "area_px", "status", "reason",
                  "yuv_latency_ms", "yuv_single_fps", "yuv_multi_fps",
                  "gain_latency_pct", "gain_single_pct", "gain_multi_pct",
                  "rgb_resize_ms", "rgb_color_conversion_ms", "rgb_infer_ms",
-                 "yuv_resize_ms", "yuv_color_conversion_ms", "yuv_infer_ms", "workers"]
+                 "yuv_resize_ms", "yuv_color_conversion_ms", "yuv_infer_ms", "workers", "device_kind"]
 FIG20_COLUMNS = ["area_px", "width", "height", "gain_latency_pct", "gain_single_pct", "gain_multi_pct"]
 
 
@@ -87,13 +87,13 @@ def table_rows(result, resolutions):
 
 
 def pipeline_bench(params, device, rgb_model, yuv_model):
-    settings = params["benchmark"]["pipeline"]
+    profile = device_profile(device, params["benchmark"]["inventory"])
+    settings = device_settings(params["benchmark"], profile)["pipeline"]
     for path in (rgb_model, yuv_model):
         if not Path(path).is_file():
             raise UserError(f"{path}: model artifact not found (run the export stage)")
     frame = Path(settings["frame"]) if settings["frame"] else default_frame()
     photo = read_photo(frame)
-    profile = device_profile(device, params["benchmark"]["inventory"])
     resolutions = [tuple(r) for r in settings["resolutions"]]
     runner_args = ["--pipeline", "--runtime", "onnxruntime",
                    "--resolutions", ",".join(f"{w}x{h}" for w, h in resolutions),
@@ -108,17 +108,20 @@ def pipeline_bench(params, device, rgb_model, yuv_model):
         np.save(frame_npy, photo)
         files = {"--model": Path(rgb_model), "--yuv-model": Path(yuv_model), "--frame": frame_npy}
         try:
+            check_runtime_listed(profile, "onnxruntime")
             result, deploy = run_on_device(device, runner_args, files, workdir, params["benchmark"]["inventory"])
         except DeviceFailure as failure:
             result = failed_result(device, failure)
+    kind = device_kind(profile)
     return {
         "device": device,
+        "device_kind": kind,
         "rgb_artifact": str(rgb_model), "rgb_sha256": sha256_file(rgb_model),
         "yuv_artifact": str(yuv_model), "yuv_sha256": sha256_file(yuv_model),
         "photo": {"path": str(frame), "sha256": sha256_file(frame), "height": photo.shape[0], "width": photo.shape[1]},
         **result,
         "deploy": deploy,
-        "table": table_rows(result, resolutions),
+        "table": [{**row, "device_kind": kind} for row in table_rows(result, resolutions)],
         "provenance": provenance(params_hash(settings), extra_packages=("opencv-python",)),
     }
 

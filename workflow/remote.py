@@ -90,8 +90,9 @@ def connect(profile, member):
     """An open fabric Connection to one member, strict host-key checking against the profile's known_hosts."""
     known_hosts = Path(profile["known_hosts"]).expanduser()
     if not known_hosts.is_file():
-        raise DeviceFailure(f"known_hosts file {known_hosts} not found (ssh-keyscan the device into it)",
-                            retry=False)
+        fix = "sudo scripts/virtual-board.sh up writes it" if profile.get("emulated") else \
+            "ssh-keyscan the device into it"
+        raise DeviceFailure(f"known_hosts file {known_hosts} not found ({fix})", retry=False)
     connect_kwargs = {"look_for_keys": False, "allow_agent": bool(profile["agent"]),
                       "banner_timeout": profile["connect_timeout_s"], "auth_timeout": profile["connect_timeout_s"]}
     if profile["key_file"]:
@@ -121,12 +122,14 @@ def classify(err, profile, member):
         return DeviceFailure(f"authentication to {where} failed: {err}", retry=False)
     if isinstance(err, paramiko.SSHException) and "known_hosts" in str(err):
         return DeviceFailure(f"{where} is not in {profile['known_hosts']}: refusing an unknown host key", retry=False)
+    # An emulated board is started on this machine: say how (scripts/virtual-board.sh).
+    hint = "; is the virtual board up? (sudo scripts/virtual-board.sh status)" if profile.get("emulated") else ""
     if isinstance(err, (socket.timeout, TimeoutError)):
-        return DeviceFailure(f"{where} did not answer within {profile['connect_timeout_s']} s")
+        return DeviceFailure(f"{where} did not answer within {profile['connect_timeout_s']} s{hint}")
     if isinstance(err, invoke.CommandTimedOut):
         return DeviceFailure(f"no answer from the runner on {where} within {err.timeout} s")
     if isinstance(err, (paramiko.SSHException, EOFError, OSError)):
-        return DeviceFailure(f"connection to {where} failed: {type(err).__name__}: {err}")
+        return DeviceFailure(f"connection to {where} failed: {type(err).__name__}: {err}{hint}")
     raise err
 
 
@@ -237,6 +240,9 @@ def run_once(profile, member, runner_args, files, lock_wait):
         raise UserError(f"device_runner on {name} failed: {last}")
     if run.exited == 3:
         raise UnsupportedModel(f"the runtime on {name} cannot run the model: {last}")
+    if run.exited == 4:  # the inventory lists a runtime the device's python cannot import
+        raise DeviceFailure(f"{name}: {last} for {profile['python']}, but its inventory entry lists "
+                            f"it in runtimes: install it there, or remove it from runtimes", retry=False)
     if run.exited == BUSY_EXIT_STATUS:
         raise DeviceBusy(f"{name}: {last}")
     if run.exited == 124:
