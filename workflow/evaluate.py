@@ -4,13 +4,16 @@
         --packed data/packed/rgb/test.npy --manifest data/packed/rgb/manifest.json \
         --out results/eval/M/onnx-fp32.json
 
-This is the accuracy of what ships, not of the PyTorch checkpoint.
+This is the accuracy of what ships, not of the PyTorch checkpoint. The result keeps every test
+image's outcome (``correct_bits``, workflow/accuracy.py) so that two artifacts evaluated on the same
+images (the same ``labels_sha256``) can be compared image by image (a paired interval).
 """
 import argparse
 from pathlib import Path
 
 import numpy as np
 
+from workflow.accuracy import labels_digest, pack_correct
 from workflow.artifacts import failure_reason
 from workflow.config import load_params, params_hash
 from workflow.datasets import load_packed, to_model_inputs
@@ -102,11 +105,14 @@ def evaluate(params, artifact, packed, manifest_path, out):
     result = {
         "artifact": str(artifact), "status": "ok", "artifact_sha256": sha256_file(artifact),
         "runtime": model.runtime, "runtime_version": model.version, "providers": model.providers,
-        "input_format": manifest["color_format"], "test_images": int(len(labels)),
+        "input_format": manifest["color_format"],
+        "imgsz": f"{manifest['height']}x{manifest['width']}",  # HxW, as the detection track writes it
+        "test_images": int(len(labels)),
         "top1": float(correct.mean()),
         "per_class_top1": {c: float(correct[labels == i].mean()) if (labels == i).any() else None
                            for i, c in enumerate(classes)},
         "confusion_matrix": confusion.tolist(),
+        "labels_sha256": labels_digest(labels), "correct_bits": pack_correct(correct),
         "provenance": provenance(params_hash(cfg)),
     }
     write_json(out, result)

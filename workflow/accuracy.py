@@ -1,0 +1,88 @@
+"""Top-1 accuracy as what it is, a proportion measured on a finite test set: per-image outcomes and
+95 % intervals.
+
+* :func:`pack_correct` / :func:`unpack_correct`: every test image's outcome in an evaluation result,
+  compactly (1000 images take 168 characters); :func:`labels_digest` tells whether two evaluations ran on
+  the same images in the same order, i.e. whether their outcomes pair up.
+* :func:`wilson_interval`: one accuracy, k correct of n images (Wilson score interval, by scipy).
+* :func:`paired_interval`: a function of two accuracies measured on the same images (their difference,
+  ratio, ...), by a paired percentile bootstrap over the images (scipy.stats.bootstrap). Pairing matters: two
+  models that agree on most images have a much narrower interval for their difference than two
+  independent samples would give.
+* :func:`seed_interval`: the mean over training seeds, with seed-to-seed variation (Student t) and the
+  test-set interval combined.
+"""
+import base64
+import hashlib
+import math
+import warnings
+
+import numpy as np
+
+LEVEL = 0.95
+N_RESAMPLES = 9999
+BOOTSTRAP_SEED = 0  # the same outcomes always give the same interval
+
+
+def pack_correct(correct):
+    """Per-image correctness as base64 of its bits (numpy.packbits: the first image is the highest bit)."""
+    return base64.b64encode(np.packbits(np.asarray(correct, dtype=bool))).decode("ascii")
+
+
+def unpack_correct(text, count):
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8), count=count).astype(bool)
+
+
+def labels_digest(labels):
+    """sha256 of the label sequence: equal for two evaluations on the same images in the same order (both
+    color formats pack the same subset of the same source), so their per-image outcomes pair up."""
+    return hashlib.sha256(np.asarray(labels, dtype="<i8").tobytes()).hexdigest()
+
+
+def wilson_interval(correct, n, level=LEVEL):
+    """(low, high) of the accuracy ``correct / n`` (0-1)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def paired_interval(statistic, a, b, level=LEVEL):
+    """(low, high) of ``statistic(accuracy_a, accuracy_b)`` for per-image outcomes ``a`` and ``b`` of two
+    models on the same images. A statistic that does not vary under resampling (identical outcomes:
+    a difference of exactly 0) gives a zero-width interval."""
+    from scipy.stats import bootstrap
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError(f"paired outcomes need the same images ({len(a)} vs {len(b)})")
+    point = statistic(a.mean(), b.mean())
+    if np.array_equal(a, b) and statistic(1.0, 1.0) == statistic(0.0, 0.0):
+        return point, point  # e.g. a difference of identical outcomes: every resample gives the same value
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns (and returns nan) when the resamples are all equal
+        result = bootstrap((a, b), lambda x, y, axis: statistic(x.mean(axis=axis), y.mean(axis=axis)),
+                           paired=True, vectorized=True, n_resamples=N_RESAMPLES, batch=500,
+                           confidence_level=level, method="percentile", rng=np.random.default_rng(BOOTSTRAP_SEED))
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if math.isnan(low) or math.isnan(high):
+        return point, point
+    return low, high
+
+
+def seed_interval(values, intervals=None, level=LEVEL):
+    """(mean, std, low, high) over per-seed values. The half-width adds, in quadrature, the Student t
+    half-width of the mean over seeds and the mean half-width of the seeds' own test-set ``intervals``
+    (the seeds share the test images, so their sampling error does not average out)."""
+    from scipy.stats import t
+
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        low, high = intervals[0] if intervals else (mean, mean)
+        return mean, None, low, high
+    std = float(values.std(ddof=1))
+    seed_half = float(t.ppf((1 + level) / 2, len(values) - 1)) * std / math.sqrt(len(values))
+    test_half = float(np.mean([(high - low) / 2 for low, high in intervals])) if intervals else 0.0
+    half = math.hypot(seed_half, test_half)
+    return mean, std, mean - half, mean + half
