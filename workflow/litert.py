@@ -137,13 +137,13 @@ class LiteRTModel:
         plain = self.tfl.Interpreter(model_path=self.path,
                                      experimental_op_resolver_type=self.tfl.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         plain.allocate_tensors()
-        ops, param_tensors = {}, set()
+        ops, param_uses = {}, []  # tensors in a parameter input, once per op that uses them
         for op in plain._get_ops_details():  # the interpreter's only listing of the graph's ops
             ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
             inputs = list(op["inputs"])
-            param_tensors |= {int(inputs[i]) for i in PARAM_INPUTS.get(op["op_name"], ()) if i < len(inputs)
-                              and inputs[i] >= 0}
+            param_uses += [int(inputs[i]) for i in PARAM_INPUTS.get(op["op_name"], ()) if i < len(inputs)
+                           and inputs[i] >= 0]
         shapes = {d["index"]: d["shape"] for d in plain.get_tensor_details()}
         return {"inputs": [tensor(d) for d in self.inputs], "outputs": [tensor(d) for d in self.outputs],
                 "layout": self.layout, "op_types": dict(sorted(ops.items())),
-                "params": int(sum(np.prod(shapes[i]) for i in param_tensors))}
+                "params": int(sum(np.prod(shapes[i]) for i in param_uses))}

@@ -9,7 +9,7 @@ Rules (so that numbers from different exporters, formats and precisions compare)
   into the convolution's weights; an exporter folds the whole BatchNorm into the conv's bias), the scale
   and bias of other normalisations and PReLU slopes. A stored tensor reaches its op through
   dequantization, casts and layout changes (DequantizeLinear, Cast, Transpose, Reshape, ...) and counts
-  once, whatever its precision. Not parameters: quantization scales and zero points (so an int8 file
+  once per op that uses it, whatever its precision. Not parameters: quantization scales and zero points (so an int8 file
   counts what its fp32 source counts), BatchNorm statistics, shape and index tensors, and constants of
   element-wise ops such as the input normalisation's mean and 1/std.
 * ``macs``: one multiply-accumulate per weight per output position, at batch 1,
@@ -30,7 +30,7 @@ from workflow.errors import UserError
 
 # op type -> input slots that hold the network's parameters (weights, biases, per-channel shifts)
 PARAM_SLOTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "ConvInteger": (1,), "QLinearConv": (3, 8),
-               "Gemm": (0, 1, 2), "MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3),
+               "Gemm": (0, 1, 2), "QGemm": (3, 6), "MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3),
                "BatchNormalization": (2,), "InstanceNormalization": (1, 2), "LayerNormalization": (1, 2),
                "PRelu": (1,)}
 # Ops a stored tensor passes through on its way to the op that uses it (their data input is slot 0).
@@ -57,25 +57,21 @@ def onnx_stats(path):
 
 
 def count_params(graph):
-    """Element count of the stored tensors the graph uses as parameters (module docstring), once per use
-    (the TorchScript exporter stores equal tensors once, e.g. an untrained model's zero biases, and hands
-    them to each conv through an Identity)."""
+    """Element count of the stored tensors the graph uses as parameters (module docstring), once per use:
+    exporters and optimizers store equal tensors once (an untrained model's zero biases) and hand the one
+    tensor to every conv that has those values."""
     consumers, producer = {}, {}
     for node in graph.node:
         for slot, name in enumerate(node.input):
             consumers.setdefault(name, []).append((node, slot))
         for name in node.output:
             producer[name] = node
-    uses = {}  # name of a tensor in a parameter slot -> elements of the stored tensor behind it
-    for tensor in graph.initializer:
-        for name in _param_uses(tensor.name, consumers, producer):
-            uses[name] = math.prod(tensor.dims)
-    return sum(uses.values())
+    return sum(math.prod(tensor.dims) * _param_uses(tensor.name, consumers, producer) for tensor in graph.initializer)
 
 
 def _param_uses(name, consumers, producer):
-    """Names under which a stored tensor reaches a parameter slot, through :data:`PASS_THROUGH` ops."""
-    pending, found = [name], set()
+    """How many parameter slots a stored tensor reaches, through :data:`PASS_THROUGH` ops."""
+    pending, uses = [name], 0
     while pending:
         tensor = pending.pop()
         for node, slot in consumers.get(tensor, ()):
@@ -83,8 +79,8 @@ def _param_uses(name, consumers, producer):
                 pending += node.output[:1]
             elif slot in PARAM_SLOTS.get(node.op_type, ()) or (
                     node.op_type == "Add" and _is_bias_add(node, slot, producer)):
-                found.add(tensor)
-    return found
+                uses += 1
+    return uses
 
 
 def _is_bias_add(node, slot, producer):

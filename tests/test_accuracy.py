@@ -1,0 +1,53 @@
+"""workflow/accuracy.py: per-image outcomes and the 95 % intervals of accuracies."""
+import numpy as np
+import pytest
+
+from workflow.accuracy import (labels_digest, pack_correct, paired_interval, seed_interval, unpack_correct,
+                               wilson_interval)
+
+
+def diff_pp(a, b):
+    return 100 * (a - b)
+
+
+def test_outcomes_round_trip_compactly():
+    correct = np.random.default_rng(0).random(1000) < 0.4
+    text = pack_correct(correct)
+    assert len(text) == 168 and np.array_equal(unpack_correct(text, 1000), correct)
+    assert labels_digest([1, 2, 3]) == labels_digest(np.array([1, 2, 3], dtype=np.int16))
+    assert labels_digest([1, 2, 3]) != labels_digest([1, 3, 2])
+
+
+def test_wilson_interval_of_one_accuracy():
+    low, high = wilson_interval(430, 1000)
+    assert low == pytest.approx(0.3996, abs=1e-4) and high == pytest.approx(0.4609, abs=1e-4)
+    assert 100 * (high - low) / 2 == pytest.approx(3.06, abs=0.01)  # about ±3 pp on 1000 images
+    low, high = wilson_interval(0, 50)
+    assert low == 0.0 and 0 < high < 0.1  # never below 0, unlike a normal approximation
+
+
+def test_paired_interval_is_narrower_than_independent_samples():
+    rng = np.random.default_rng(1)
+    a = rng.random(1000) < 0.43
+    b = a.copy()
+    flipped = rng.random(1000) < 0.04  # the two models disagree on 4 % of the images
+    b[flipped] = ~b[flipped]
+    low, high = paired_interval(diff_pp, a, b)
+    assert low < diff_pp(a.mean(), b.mean()) < high
+    assert high - low < 3.0  # two independent 1000-image samples: about 8.6 pp wide
+    assert paired_interval(diff_pp, a, b) == (low, high)  # deterministic
+
+
+def test_identical_outcomes_have_no_spread():
+    a = np.random.default_rng(2).random(500) < 0.5
+    assert paired_interval(diff_pp, a, a) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="same images"):
+        paired_interval(diff_pp, a, a[:10])
+
+
+def test_seed_interval_adds_seed_spread_to_the_test_set_interval():
+    mean, std, low, high = seed_interval([42.0, 43.0, 44.0], [(39.0, 45.0), (40.0, 46.0), (41.0, 47.0)])
+    assert mean == 43.0 and std == pytest.approx(1.0)
+    seed_half = 4.303 * 1.0 / 3 ** 0.5  # Student t, 2 degrees of freedom
+    assert high - mean == pytest.approx((seed_half ** 2 + 3.0 ** 2) ** 0.5, rel=1e-3)
+    assert seed_interval([42.0], [(39.0, 45.0)]) == (42.0, None, 39.0, 45.0)
