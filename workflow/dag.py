@@ -353,7 +353,8 @@ def paper_and_plot_stages(params, stages_so_far):
         f"python -m workflow.plots --params {PARAMS} --summary results/summary.csv{pipeline} "
         f"--bench {' '.join(bench)} --out results/plots",
         ["results/summary.csv", *pipeline_tables, *bench,
-         f"{PAPERS_DIR}/yuv420_mobilenetv2.yaml", "workflow/plots.py"],
+         f"{PAPERS_DIR}/yuv420_mobilenetv2.yaml", f"{PAPERS_DIR}/yuv420_mobilenetv2/mapping.yaml",
+         "workflow/plots.py"],
         plot_files(params)))
     return out
 

@@ -287,7 +287,7 @@ def published_value(reference, spec):
 # ----------------------------------------------------------------------------- reproduced values
 @dataclass
 class Reproduced:
-    """A reproduced figure per seed (seed None: the results have no seed column), in the row's unit."""
+    """A reproduced figure per seed (as text; "" when the results have no seed column), in the row's unit."""
     per_seed: dict
     rows: pd.DataFrame                                  # the result rows it comes from (comparability checks)
     accuracy: bool = False                              # derived from top-1 accuracies: it has intervals
@@ -342,8 +342,8 @@ def reproduced_value(tables, spec):
     scale = spec.get("scale", 1.0)
     size_column = PROPORTIONS.get(column)
     result = Reproduced({}, rows, accuracy=size_column in rows.columns)
-    groups = rows.groupby("seed", sort=True) if "seed" in rows.columns else [(None, rows)]
-    for seed, group in groups:
+    seeds = rows["seed"].astype(str) if "seed" in rows.columns else pd.Series("", index=rows.index)
+    for seed, group in rows.groupby(seeds, sort=True):
         values = group[column].map(to_number).dropna()
         if values.empty:
             raise Missing(f"{column} is empty in {SOURCES[source]}")
@@ -366,7 +366,9 @@ def reproduced_value(tables, spec):
 def _candidates(rows, column, where, source):
     varying = [c for c in IDENTITY if c in rows.columns and rows[c].astype(str).nunique() > 1]
     described = "; ".join(", ".join(f"{c}={r[c]}" for c in varying) + f": {column} {r[column]}"
-                          if varying else f"row {i}: {column} {r[column]}" for i, r in rows.iterrows())
+                          if varying else f"row {i}: {column} {r[column]}" for i, r in rows.head(6).iterrows())
+    if len(rows) > 6:
+        described += "; ..."
     selection = ", ".join(f"{k}={v}" for k, v in where.items())
     return (f"{len(rows)} rows of {SOURCES[source]} match {selection} with different {column} values "
             f"({described}); add the key that tells them apart to `where`, or `aggregate: "
@@ -536,7 +538,8 @@ def build_row(paper, table, row, setting, reference, tables, scale, mapping):
     entry.update(reproduced=mean, std=std, delta_abs=mean - published,
                  delta_rel_pct=100.0 * (mean - published) / abs(published) if published else None)
     if len(value.per_seed) > 1:
-        entry["per_seed"] = "; ".join(f"{s}: {v:.4g}" for s, v in sorted(value.per_seed.items(), key=str))
+        entry["per_seed"] = "; ".join(f"{s}: {v:.4g}" for s, v in sorted(value.per_seed.items(),
+                                                                           key=lambda kv: (len(kv[0]), kv[0])))
     if interval:
         entry["ci_low"], entry["ci_high"] = interval
     mismatches = mismatched_axes(row, setting, value, scale, mapping)

@@ -87,9 +87,11 @@ def point_styles(rows):
     styles = {}
     for i, r in rows.iterrows():
         label = f"{r['model']} · {r['artifact']} · {delegate_label(r.get('delegate'))}"
-        styles[i] = (COLOURS[models.index(r["model"]) % len(COLOURS)], MARKERS[artifacts.index(r["artifact"])
-                                                                            % len(MARKERS)],
-                     r.get("delegate") in OPEN_DELEGATES, label + (f" · {r['device']}" if several_devices else ""))
+        if several_devices:
+            label += f" · {r['device']}"
+        colour = COLOURS[models.index(r["model"]) % len(COLOURS)]
+        marker = MARKERS[artifacts.index(r["artifact"]) % len(MARKERS)]
+        styles[i] = (colour, marker, r.get("delegate") in OPEN_DELEGATES, label)
     return styles
 
 
@@ -134,6 +136,7 @@ def plot_pareto(summary, device, out):
     rows = rows[rows["device"] == device]
     if rows.empty:
         not_run(ax, f"not run: no benchmarked artifact on device '{device}'")
+        ax.set_title(f"Accuracy vs latency on {device}")
     else:
         handles = scatter_points(ax, rows, point_styles(rows))
         if {"top1_ci_low", "top1_ci_high"} <= set(rows.columns):  # 95 % interval of each top-1
@@ -148,8 +151,6 @@ def plot_pareto(summary, device, out):
         plain_log_axis(ax.xaxis)
         threads = ", ".join(str(int(t)) for t in sorted(rows["threads"].dropna().unique()))
         ax.set_title(f"Accuracy vs latency on {device} (batch 1, {threads} thread(s); bars: 95 % interval)")
-    if rows.empty:
-        ax.set_title(f"Accuracy vs latency on {device}")
     ax.set_xlabel("batch-1 latency p50 (ms, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(alpha=0.3, which="both")
