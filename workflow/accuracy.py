@@ -6,16 +6,15 @@
   the same images in the same order, i.e. whether their outcomes pair up.
 * :func:`wilson_interval`: one accuracy, k correct of n images (Wilson score interval, by scipy).
 * :func:`paired_interval`: a function of two accuracies measured on the same images (their difference,
-  ratio, ...), by a paired percentile bootstrap over the images (scipy.stats.bootstrap). Pairing matters: two
-  models that agree on most images have a much narrower interval for their difference than two
-  independent samples would give.
+  ratio, ...), by a paired percentile bootstrap over the images. Pairing matters: two models that agree
+  on most images have a much narrower interval for their difference than two independent samples would
+  give (bench/intervals.py: 2.8 pp instead of 8.6 pp on 1000 images).
 * :func:`seed_interval`: the mean over training seeds, with seed-to-seed variation (Student t) and the
   test-set interval combined.
 """
 import base64
 import hashlib
 import math
-import warnings
 
 import numpy as np
 
@@ -49,25 +48,21 @@ def wilson_interval(correct, n, level=LEVEL):
 
 def paired_interval(statistic, a, b, level=LEVEL):
     """(low, high) of ``statistic(accuracy_a, accuracy_b)`` for per-image outcomes ``a`` and ``b`` of two
-    models on the same images. A statistic that does not vary under resampling (identical outcomes:
-    a difference of exactly 0) gives a zero-width interval."""
-    from scipy.stats import bootstrap
-
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    models on the same images: the percentile bootstrap over the images. Resampling n image pairs with
+    replacement draws the counts of the four outcome pairs (both right, only a, only b, neither) from a
+    multinomial, so the resamples are drawn as those counts: the same distribution as resampling the
+    images (scipy.stats.bootstrap), at a cost that does not grow with n (bench/intervals.py).
+    ``statistic`` takes arrays."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
     if len(a) != len(b) or len(a) == 0:
         raise ValueError(f"paired outcomes need the same images ({len(a)} vs {len(b)})")
-    point = statistic(a.mean(), b.mean())
-    if np.array_equal(a, b) and statistic(1.0, 1.0) == statistic(0.0, 0.0):
-        return point, point  # e.g. a difference of identical outcomes: every resample gives the same value
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy warns (and returns nan) when the resamples are all equal
-        result = bootstrap((a, b), lambda x, y, axis: statistic(x.mean(axis=axis), y.mean(axis=axis)),
-                           paired=True, vectorized=True, n_resamples=N_RESAMPLES, batch=500,
-                           confidence_level=level, method="percentile", rng=np.random.default_rng(BOOTSTRAP_SEED))
-    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-    if math.isnan(low) or math.isnan(high):
-        return point, point
-    return low, high
+    n = len(a)
+    pairs = np.array([(a & b).sum(), (a & ~b).sum(), (~a & b).sum(), (~a & ~b).sum()]) / n
+    counts = np.random.default_rng(BOOTSTRAP_SEED).multinomial(n, pairs, size=N_RESAMPLES)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a ratio over a resample with no right answer
+        values = statistic((counts[:, 0] + counts[:, 1]) / n, (counts[:, 0] + counts[:, 2]) / n)
+    low, high = np.percentile(values, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return float(low), float(high)
 
 
 def seed_interval(values, intervals=None, level=LEVEL):
