@@ -510,7 +510,11 @@ def build_table(paper, params, tables, root=PAPERS_DIR):
     for table in mapping["tables"]:
         for row in expand_rows(table["rows"]):
             setting = resolved_setting(reference, paper_setting(mapping, table, row))
-            out.append(build_row(paper, table, row, setting, reference, tables, scale, mapping))
+            try:
+                out.append(build_row(table, row, setting, reference, tables, scale, mapping))
+            except Ambiguous as ambiguous:
+                raise UserError(f"{Path(root) / paper / 'mapping.yaml'}: table {table['id']}, row "
+                                f"'{row['metric']}': {ambiguous}") from None
     return mapping, scale, pd.DataFrame(out)
 
 
@@ -519,7 +523,8 @@ def resolved_setting(reference, setting):
     return {k: published_value(reference, v) if isinstance(v, dict) else v for k, v in setting.items()}
 
 
-def build_row(paper, table, row, setting, reference, tables, scale, mapping):
+def build_row(table, row, setting, reference, tables, scale, mapping):
+    """One line of the table: the published value, the reproduced one, its interval and the verdict."""
     published = published_value(reference, row["published"])
     flag = tolerance_flag(row, published)
     entry = {"table": table["id"], "metric": row["metric"], "unit": row["unit"], "published": published,
@@ -531,9 +536,6 @@ def build_row(paper, table, row, setting, reference, tables, scale, mapping):
     except Missing as missing:
         entry["note"] = f"{row['needs']}: {missing}"
         return entry
-    except Ambiguous as ambiguous:
-        raise UserError(f"{PAPERS_DIR / paper / 'mapping.yaml'}: table {table['id']}, row '{row['metric']}': "
-                        f"{ambiguous}") from None
     mean, std, interval = value.summary()
     entry.update(reproduced=mean, std=std, delta_abs=mean - published,
                  delta_rel_pct=100.0 * (mean - published) / abs(published) if published else None)
