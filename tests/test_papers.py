@@ -160,7 +160,7 @@ def test_timing_papers_state_delegate_threads_and_input_size(paper):
                                                                               row["reproduced"]["b"]]
             setting = {**mapping["paper_setting"], **(table.get("paper_setting") or {})}
             sized = "imgsz" in setting or all("imgsz" in leaf.get("where", {}) for leaf in leaves)
-            assert sized or "network" in row["depends_on"] or "pruning" in table["id"], row["metric"]
+            assert sized or "network" in row["depends_on"], row["metric"]
             for leaf in leaves:  # a timing from the summary names the delegate and the thread count it needs
                 if leaf["source"] == "summary" and str(leaf["column"]).startswith("latency"):
                     assert {"delegate", "threads"} <= set(leaf["where"]), row["metric"]
