@@ -3,10 +3,9 @@
     .venv/bin/python bench/intervals.py      # -> bench/results/intervals.json
 
 For two models that agree on all but 4 % of the images (a typical int8 vs fp32 pair) at 43 % top-1,
-the difference of their accuracies: the paired percentile bootstrap the tables use (the resamples'
-outcome-pair counts drawn from a multinomial, 9999 resamples), the same bootstrap by
-scipy.stats.bootstrap over the images (percentile, and its default BCa, whose jackknife grows with
-n^2), and the widths of the Wilson interval of one accuracy and of an interval that ignores the pairing
+the difference of their accuracies: the paired bootstrap the tables use (the four outcome-pair shares
+drawn from Dirichlet(counts + 1/2), 9999 resamples), the ordinary bootstrap over the images by
+scipy.stats.bootstrap (percentile, and its default BCa, whose jackknife grows with n^2), and the widths of the Wilson interval of one accuracy and of an interval that ignores the pairing
 (two independent Wilson intervals combined by Newcombe's method). The pairing is what makes a
 1000-image test set able to tell a 1 pp drop from none.
 """
@@ -67,7 +66,7 @@ def main():
         a, b = outcomes(n, rng)
         (low, high), seconds = timed(lambda: paired_interval(diff_pp, a, b))
         row = {"test_images": n, "difference_pp": diff_pp(a.mean(), b.mean()),
-               "paired_multinomial": {"interval_pp": [low, high], "width_pp": high - low, "seconds": seconds},
+               "paired_dirichlet": {"interval_pp": [low, high], "width_pp": high - low, "seconds": seconds},
                "independent_newcombe_width_pp": float(np.subtract(*newcombe_independent(a, b)[::-1])),
                "wilson_one_accuracy_width_pp": 100 * float(np.subtract(*wilson_interval(a.sum(), n)[::-1]))}
         if n <= SCIPY_MAX:
