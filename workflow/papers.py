@@ -54,14 +54,13 @@ SOURCES = {
 WITHIN, DIFFERS, INCONCLUSIVE = "within tolerance", "differs", "inconclusive at this scale"
 NOT_COMPARABLE, NOT_RUN = "not comparable", "not run"
 VERDICTS = (WITHIN, DIFFERS, INCONCLUSIVE, NOT_COMPARABLE, NOT_RUN)
-# What a reproduced figure may depend on (a row's `depends_on`); the run must match the paper on each.
-AXES = {
-    "scale": "dataset and training recipe: params.yaml is the paper's full configuration",
-    "hardware": "the device: one of the mapping's same_hardware_devices, and not an emulated one",
-    "model_size": "the network's parameter count: within 10 % of paper_setting.params",
-    "input_size": "the model's input size: paper_setting.imgsz",
-    "network": "never matches: the DAG runs the method on another network (the row's note says which)",
-}
+# What a reproduced figure may depend on (a row's `depends_on`); the run must match the paper on each:
+#   scale      - params.yaml is the paper's full configuration (dataset, training recipe)
+#   hardware   - every result row comes from one of same_hardware_devices, none from an emulated device
+#   model_size - the network's parameter count is within MODEL_SIZE_TOLERANCE of paper_setting.params
+#   input_size - the model's input size is paper_setting.imgsz
+#   network    - never: the DAG runs the method on another network (the row's note says which)
+AXES = ("scale", "hardware", "model_size", "input_size", "network")
 MODEL_SIZE_TOLERANCE = 0.10
 OPS = {
     "ratio_pct": lambda a, b: 100.0 * a / b,          # a as a percentage of b
