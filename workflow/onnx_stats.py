@@ -9,9 +9,9 @@ Rules (so that numbers from different exporters, formats and precisions compare)
   into the convolution's weights; an exporter folds the whole BatchNorm into the conv's bias), the scale
   and bias of other normalisations and PReLU slopes. A stored tensor reaches its op through
   dequantization, casts and layout changes (DequantizeLinear, Cast, Transpose, Reshape, ...) and counts
-  once per op that uses it, whatever its precision. Not parameters: quantization scales and zero points (so an int8 file
-  counts what its fp32 source counts), BatchNorm statistics, shape and index tensors, and constants of
-  element-wise ops such as the input normalisation's mean and 1/std.
+  once per op that uses it, whatever its precision. Not parameters: quantization scales and zero points
+  (so an int8 file counts what its fp32 source counts), BatchNorm statistics, shape and index tensors,
+  and constants of element-wise ops such as the input normalisation's mean and 1/std.
 * ``macs``: one multiply-accumulate per weight per output position, at batch 1,
   for Conv / ConvInteger / QLinearConv / ConvTranspose (grouped and depthwise
   included), Gemm and MatMul / MatMulInteger / QLinearMatMul. Bias additions,
@@ -30,9 +30,9 @@ from workflow.errors import UserError
 
 # op type -> input slots that hold the network's parameters (weights, biases, per-channel shifts)
 PARAM_SLOTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "ConvInteger": (1,), "QLinearConv": (3, 8),
-               "Gemm": (0, 1, 2), "QGemm": (3, 6), "MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3),
-               "BatchNormalization": (2,), "InstanceNormalization": (1, 2), "LayerNormalization": (1, 2),
-               "PRelu": (1,)}
+               "Gemm": (0, 1, 2), "QGemm": (3, 6), "MatMul": (0, 1), "MatMulInteger": (0, 1),
+               "QLinearMatMul": (0, 3), "BatchNormalization": (2,), "InstanceNormalization": (1, 2),
+               "LayerNormalization": (1, 2), "PRelu": (1,)}
 # Ops a stored tensor passes through on its way to the op that uses it (their data input is slot 0).
 PASS_THROUGH = {"DequantizeLinear", "Cast", "Transpose", "Reshape", "Identity", "Unsqueeze", "Squeeze", "Flatten"}
 # Products whose bias is a separate Add: MatMul, and the integer forms after rescaling (Cast, Mul).
@@ -66,7 +66,7 @@ def count_params(graph):
             consumers.setdefault(name, []).append((node, slot))
         for name in node.output:
             producer[name] = node
-    return sum(math.prod(tensor.dims) * _param_uses(tensor.name, consumers, producer) for tensor in graph.initializer)
+    return sum(math.prod(t.dims) * _param_uses(t.name, consumers, producer) for t in graph.initializer)
 
 
 def _param_uses(name, consumers, producer):
