@@ -5,8 +5,9 @@
 For two models that agree on all but 4 % of the images (a typical int8 vs fp32 pair) at 43 % top-1,
 the difference of their accuracies: the paired bootstrap the tables use (the four outcome-pair shares
 drawn from Dirichlet(counts + 1/2), 9999 resamples), the ordinary bootstrap over the images by
-scipy.stats.bootstrap (percentile, and its default BCa, whose jackknife grows with n^2), and the widths of the Wilson interval of one accuracy and of an interval that ignores the pairing
-(two independent Wilson intervals combined by Newcombe's method). The pairing is what makes a
+scipy.stats.bootstrap (percentile, and its default BCa, whose jackknife grows with n^2), and the
+widths of the Wilson interval of one accuracy and of an interval that ignores the pairing (two
+independent Wilson intervals combined by Newcombe's method). The pairing is what makes a
 1000-image test set able to tell a 1 pp drop from none.
 """
 import json

@@ -425,7 +425,8 @@ def test_pipeline_tables_prune_reports_and_evaluations_are_read_per_folder(tmp_p
     (tmp_path / "results/models/mnv2-pruned").mkdir(parents=True)
     (tmp_path / "results/models/mnv2-pruned/prune_report.json").write_text(json.dumps(
         {"model": "mnv2-pruned", "from": "mnv2", "settings": {"ratio": 0.15},
-         "iterations": [{"iteration": i, "params": p, "macs": 10 * p, "top1": 0.4} for i, p in enumerate((100, 80, 64))],
+         "iterations": [{"iteration": i, "params": p, "macs": 10 * p, "top1": 0.4}
+                        for i, p in enumerate((100, 80, 64))],
          "channels": [{"layer": "conv1", "channels": [16, 12, 10]}, {"layer": "conv2", "channels": [32, 28, 24]}]}))
     (tmp_path / "results/eval/mnv2").mkdir(parents=True)
     (tmp_path / "results/eval/mnv2/tflite-fp32.json").write_text(json.dumps(

@@ -57,8 +57,8 @@ def test_every_point_has_its_own_style_and_a_label_with_the_delegate():
     rows = summary_rows()
     styles = point_styles(rows)
     labels = [s[3] for s in styles.values()]
-    assert labels[:3] == ["mobilenetv2-rgb · tflite-fp32 · XNNPACK", "mobilenetv2-rgb · tflite-fp32 · builtin kernels",
-                          "mobilenetv2-rgb · onnx-fp32 · ORT CPU"]
+    assert labels[:3] == ["mobilenetv2-rgb · tflite-fp32 · XNNPACK",
+                          "mobilenetv2-rgb · tflite-fp32 · builtin kernels", "mobilenetv2-rgb · onnx-fp32 · ORT CPU"]
     assert len({s[:3] for s in styles.values()}) == len(rows)  # colour, marker, fill tell every point apart
 
 

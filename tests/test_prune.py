@@ -53,7 +53,8 @@ def test_pruned_checkpoint_rebuilds_runs_and_exports(pruned, packed_dir, trained
     # one parameter count in every file (workflow/onnx_stats.py's rule): the model, its metrics, its report
     counted = count_params(model)
     report = json.loads((out / "prune_report.json").read_text())
-    assert counted == json.loads((out / "train_metrics.json").read_text())["params"] == report["iterations"][-1]["params"]
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert counted == metrics["params"] == report["iterations"][-1]["params"]
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 32, 32), torch.zeros(2, 2, 16, 16)).shape == (2, 10)
     onnx_path = tmp_path / "onnx-fp32.onnx"

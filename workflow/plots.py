@@ -315,8 +315,8 @@ def plot_latency_distribution(series, out):
     for key, ax in axes.items():
         members = groups[key]
         ys = range(len(members))
-        ax.violinplot([s["latencies"] for s in members], positions=list(ys), orientation="horizontal", showextrema=False,
-                      widths=0.8)
+        ax.violinplot([s["latencies"] for s in members], positions=list(ys), orientation="horizontal",
+                      showextrema=False, widths=0.8)
         for y, s in zip(ys, members):
             q = pd.Series(s["latencies"]).quantile([0.0, 0.5, 0.99, 1.0])
             for value, marker, name in zip(q, ("|", "o", "d", "^"), ("min", "median", "99 % quantile", "max")):
