@@ -6,6 +6,7 @@ rule aggregate:
     input:
         summary_inputs,
         "workflow/aggregate.py",
+        "workflow/accuracy.py",
     log:
         "logs/aggregate.log",
     conda:

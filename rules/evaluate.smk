@@ -7,7 +7,7 @@ rule evaluate:
         report=lambda wc: report_path(wc.model, wc.artifact),
         test=packed("test.npy"),
         manifest=packed("manifest.json"),
-        code="workflow/evaluate.py",
+        code=["workflow/evaluate.py", "workflow/accuracy.py"],
     params:
         evaluate=lambda wc: P["evaluate"],
     threads: P["evaluate"]["num_threads"]

@@ -25,6 +25,7 @@ rule paper_table:
         f"{PAPERS_DIR}/{{paper}}.yaml",
         expand(f"{PAPERS_DIR}/{{{{paper}}}}/{{name}}.yaml", name=["mapping", "small", "full"]),
         "workflow/papers.py",
+        "workflow/accuracy.py",
     log:
         "logs/paper_table/{paper}.log",
     conda:

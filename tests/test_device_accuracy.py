@@ -10,6 +10,7 @@ import yaml
 
 from conftest import REPO, run_module, tiny_params, write_params
 from test_runner import export, load_runner, run_runner
+from workflow.accuracy import pack_classes, per_image_classes
 from workflow.aggregate import device_accuracy_columns
 from workflow.benchmark import device_settings, runner_options, save_samples
 from workflow.datasets import load_packed, to_model_inputs
@@ -57,8 +58,10 @@ def test_device_top1_is_the_host_evaluations(tmp_path, packed_dir, artifacts, fm
     bench = json.loads((tmp_path / "bench.json").read_text())
     measured = bench["accuracy"]
     assert measured["images"] == 100 and measured["data"]["color_format"] == fmt
-    assert len(measured["predictions"]) == 100 and len(evaluation["predictions"]) == evaluation["test_images"]
-    assert measured["predictions"] == evaluation["predictions"][:100]  # batch 1 on the device, batched on the host
+    host_labels, host_predictions = per_image_classes(evaluation)
+    assert len(measured["predictions"]) == 100 and len(host_predictions) == evaluation["test_images"]
+    assert measured["labels"] == host_labels[:100].tolist()
+    assert measured["predictions"] == host_predictions[:100].tolist()  # batch 1 on the device, batched on the host
     columns = device_accuracy_columns(params, False, evaluation, bench)
     assert columns["device_check"] == "ok" and columns["top1_device_delta"] == 0
     assert columns["device_agreement"] == 1.0 and columns["top1_device_images"] == 100
@@ -77,7 +80,7 @@ def test_accuracy_off_sends_no_data(tmp_path, packed_dir, artifacts):
 
 def evaluation_and_run(host_predictions, device_predictions, labels):
     top1 = float(np.mean(np.asarray(device_predictions) == np.asarray(labels)))
-    return ({"predictions": list(host_predictions)},
+    return ({"test_images": len(labels), "labels": pack_classes(labels), "predictions": pack_classes(host_predictions)},
             {"accuracy": {"images": len(labels), "top1": top1, "predictions": list(device_predictions),
                           "labels": list(labels)}})
 
@@ -94,6 +97,15 @@ def test_a_disagreement_beyond_the_tolerance_is_flagged(quantized, flips, check)
     assert columns["top1_device_delta"] == pytest.approx(-flips / 100)
     assert columns["device_agreement"] == pytest.approx(1 - flips / 100)
     assert columns["top1_host_same_images"] == 1.0
+
+
+def test_a_device_run_on_other_images_is_flagged_not_compared():
+    params = tiny_params(benchmark={"accuracy": {"images": 10, "tolerance": {"float": 0.0, "quantized": 0.02}}})
+    labels = list(range(10))
+    evaluation, run = evaluation_and_run(labels, labels, labels)
+    evaluation["labels"] = pack_classes(labels[::-1])  # the host evaluated the split in another order
+    columns = device_accuracy_columns(params, False, evaluation, run)
+    assert columns["device_check"] == "different images" and "top1_device_delta" not in columns
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -152,8 +164,8 @@ def test_emulated_rows_never_enter_paper_tables(tmp_path):
                    "device_kind": "emulated"}]).to_csv(pipeline / "table.csv", index=False)
     tables = read_sources(tmp_path)
     spec = {"source": "summary", "where": {"artifact": "tflite-fp32"}, "column": "latency_p50_ms"}
-    value, devices, _ = reproduced_value(tables, spec)
-    assert value == 0.3 and devices == {"local"}
+    reproduced = reproduced_value(tables, spec)  # one candidate left: not ambiguous
+    assert reproduced.summary()[0] == 0.3 and reproduced.column_values("device") == {"local"}
     assert tables["pipeline"].empty  # the board's pre-processing table is emulated timing only
 
 

@@ -20,8 +20,9 @@ emulated device (inventory ``emulated: true``) times with ``benchmark.emulated``
 
 The runtime follows the file: .onnx -> onnxruntime, .tflite -> litert (run once per
 ``benchmark.litert_xnnpack`` setting, ``--xnnpack on|off``; the result then holds one
-entry per delegate under ``runs``), .hef -> hailort. Parameters and MACs of a converted
-file are those of the ONNX model it was converted from (its report records them).
+entry per delegate under ``runs``), .hef -> hailort. A converted file's parameters are counted
+from the file by its conversion stage (the rule of workflow/onnx_stats.py; its report records
+them), its MACs are those of the ONNX model it was converted from.
 """
 import argparse
 import json
@@ -155,8 +156,8 @@ def runner_options(settings, profile, runtime, xnnpack=None):
 
 
 def model_stats(artifact):
-    """Parameters and MACs counted from the ONNX graph; for a converted format, of the ONNX model it was
-    converted from (recorded in its report), with this file's own size."""
+    """Parameters and MACs counted from the ONNX graph; for a converted format, as its report records
+    them (parameters of the file itself, MACs of the ONNX model it came from), with this file's own size."""
     if artifact.suffix == ".onnx":
         return onnx_stats(artifact)
     report = read_json(artifact.with_suffix(".json"))

@@ -284,7 +284,8 @@ def stages(params):
                 f"evaluate-{model}-{artifact}",
                 f"python -m workflow.evaluate --params {PARAMS} --artifact {path} --packed {packed(fmt, 'test.npy')} "
                 f"--manifest {packed(fmt, 'manifest.json')} --out {eval_out}",
-                [path, report, packed(fmt, "test.npy"), packed(fmt, "manifest.json"), "workflow/evaluate.py"],
+                [path, report, packed(fmt, "test.npy"), packed(fmt, "manifest.json"), "workflow/evaluate.py",
+                 "workflow/accuracy.py"],
                 [], params=["evaluate"], metrics=[eval_out]))
             summary_deps += [report, eval_out]
             for device in params["benchmark"]["devices"]:
@@ -304,7 +305,7 @@ def stages(params):
     out.append(Stage(
         "aggregate",
         f"python -m workflow.aggregate --params {PARAMS} --results results --out results/summary.csv",
-        summary_deps + ["workflow/aggregate.py"],
+        summary_deps + ["workflow/aggregate.py", "workflow/accuracy.py"],
         ["results/summary.csv", "results/summary.md"]))
     if params.get("detection", {}).get("enabled"):
         out += detection_stages(params["detection"])
@@ -341,7 +342,7 @@ def paper_and_plot_stages(params, stages_so_far):
         out.append(Stage(
             f"paper-{paper}",
             f"python -m workflow.papers --paper {paper} --params {PARAMS} --out {folder}",
-            ["results/summary.csv", *optional_files, PARAMS, *config, "workflow/papers.py"],
+            ["results/summary.csv", *optional_files, PARAMS, *config, "workflow/papers.py", "workflow/accuracy.py"],
             [f"{folder}/table.md", f"{folder}/table.csv", f"{folder}/table.tex"],
             metrics=[f"{folder}/verdicts.json"]))
     bench = [f"results/bench/{device}/{model}/{artifact}.json" for model in params["models"]
@@ -353,7 +354,8 @@ def paper_and_plot_stages(params, stages_so_far):
         f"python -m workflow.plots --params {PARAMS} --summary results/summary.csv{pipeline} "
         f"--bench {' '.join(bench)} --out results/plots",
         ["results/summary.csv", *pipeline_tables, *bench,
-         f"{PAPERS_DIR}/yuv420_mobilenetv2.yaml", "workflow/plots.py"],
+         f"{PAPERS_DIR}/yuv420_mobilenetv2.yaml", f"{PAPERS_DIR}/yuv420_mobilenetv2/mapping.yaml",
+         "workflow/plots.py"],
         plot_files(params)))
     return out
 

@@ -830,6 +830,12 @@ def temperatures_c():
 
 
 def peak_rss_mb():
+    """Peak resident memory of this process so far: VmHWM where /proc has it (a fresh count from exec on),
+    else ru_maxrss (on Linux that one keeps the peak of the process image before exec, e.g. the parent
+    stage that started the runner)."""
+    hwm = proc_status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024 / (1024 if sys.platform == "darwin" else 1)  # macOS reports bytes
 

@@ -14,7 +14,8 @@ the YUV model's (resize the planes -> infer), single-threaded and with
 ``benchmark.pipeline.workers`` worker threads. Writes, beside ``--out``:
 
   table.csv   seed 000's table: per resolution, latency (p50, ms), single-thread fps and
-              multi-thread fps of both models, and the YUV model's gain in %
+              multi-thread fps of both models, and the YUV model's gain in %; ``imgsz`` is the
+              models' input size (HxW) every frame is resized to
   fig20.csv   seed 000's Fig. 20 data: the gains against the image area (pixels)
 
 and ``--out`` (all measurements and provenance) last. Gains: latency
@@ -36,7 +37,7 @@ from workflow.io import atomic_path, sha256_file, write_json
 from workflow.provenance import provenance
 from workflow.remote import DeviceFailure
 
-TABLE_COLUMNS = ["width", "height", "area_px", "status", "reason",
+TABLE_COLUMNS = ["width", "height", "area_px", "imgsz", "status", "reason",
                  "rgb_latency_ms", "rgb_single_fps", "rgb_multi_fps",
                  "yuv_latency_ms", "yuv_single_fps", "yuv_multi_fps",
                  "gain_latency_pct", "gain_single_pct", "gain_multi_pct",
@@ -69,9 +70,11 @@ def table_rows(result, resolutions):
         return [{"width": w, "height": h, "area_px": w * h, "status": "failed", "reason": result["reason"]}
                 for w, h in resolutions]
     rows = []
+    imgsz = "x".join(map(str, result["models"]["rgb"]["input_hw"]))  # what each frame is resized to
     for entry in result["resolutions"]:
         rgb, yuv = entry["rgb"], entry["yuv"]
-        row = {"width": entry["width"], "height": entry["height"], "area_px": entry["area_px"], "status": "ok",
+        row = {"width": entry["width"], "height": entry["height"], "area_px": entry["area_px"], "imgsz": imgsz,
+               "status": "ok",
                "reason": "", "workers": yuv["multi_thread"]["workers"]}
         for kind, data in (("rgb", rgb), ("yuv", yuv)):
             row[f"{kind}_latency_ms"] = data["single_thread"]["latency_ms"]["p50"]
