@@ -12,6 +12,7 @@ from workflow import layout
 from workflow.config import load_params
 from workflow.dag import plan
 from workflow.errors import UserError
+from workflow.inventory import device_slots
 
 try:
     P = load_params(layout.PARAMS)
@@ -21,8 +22,9 @@ except UserError as err:
 
 PLAN = plan(P)  # every stage of dvc.yaml, with the rule of its family
 for _device in P["benchmark"]["devices"]:
-    # one benchmark (or pipeline table) at a time per device, so runs never compete for its cores
-    workflow.global_resources.setdefault(f"device_{_device}", 1)
+    # one benchmark (or pipeline table) at a time per board, so runs never compete for its cores:
+    # a pool of N boards runs N at once
+    workflow.global_resources.setdefault(f"device_{_device}", device_slots(_device, P["benchmark"]["inventory"]))
 
 report: "workflow/report/workflow.rst"
 

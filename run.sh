@@ -5,9 +5,11 @@
 #   ./run.sh --cores 8 results/models/mobilenetv2-rgb/model.pt          # any snakemake arguments
 #   ./run.sh --paper yuv420_mobilenetv2 [--full]   # a paper's small (or full) configuration -> its table
 #   ./run.sh --paper yuv420_mobilenetv2 --scale imagenet-fixture   # any other config/papers/<id>/<name>.yaml
+#   ./run.sh --retry-failed                    # rerun only the jobs whose result says status: failed
 # -S key=value edits params.yaml in place (like `dvc exp run -S`) before running;
 # --paper applies config/papers/<id>/small.yaml (or full.yaml, or <scale>.yaml) to params.yaml the same way
-# and adds the paper's table to the targets. When the run ends, DVC has recorded what it completed.
+# and adds the paper's table to the targets; --retry-failed forces the jobs listed by
+# `python -m workflow.failed` (and what depends on them). When the run ends, DVC has recorded what it completed.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh
@@ -15,12 +17,14 @@ export PATH="$PWD/.venv/bin:$PATH" DVC_NO_ANALYTICS=1
 sets=()
 paper=""
 scale=small
+retry_failed=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -S) sets+=("$2"); shift 2 ;;
     --paper) paper="$2"; shift 2 ;;
     --full) scale=full; shift ;;
     --scale) scale="$2"; shift 2 ;;
+    --retry-failed) retry_failed=1; shift ;;
     *) break ;;
   esac
 done
@@ -39,5 +43,10 @@ fi
 # Without --paper or a target: the Snakefile's default, results/summary.csv plus the paper tables and plots.
 if [ -n "$paper" ]; then
   set -- "results/papers/$paper/table.md" "$@"
+fi
+if [ -n "$retry_failed" ]; then
+  failed=$(python -m workflow.failed)
+  # after the targets: --forcerun takes every word that follows it
+  [ -z "$failed" ] || set -- "$@" --forcerun $failed
 fi
 exec snakemake --cores "${CORES:-2}" "$@"

@@ -69,6 +69,7 @@ def timed(device, files, scratch, inventory):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--machine-note", default="", help="how busy the machine was (recorded as machine_note)")
     args = parser.parse_args()
     if not sshd.available():
         sys.exit("error: openssh-server is not installed (bash scripts/ci-deps.sh)")
@@ -100,6 +101,7 @@ def main():
         "met": median["cached"]["bytes_uploaded"] == 0 and overhead <= TARGET_CACHED_OVERHEAD_S,
         "runs": runs,
         "host": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine_note": args.machine_note,
     }
     out = ROOT / "bench" / "results" / "deploy_overhead.json"
     write_json(out, report)

@@ -102,6 +102,7 @@ def main():
     p.add_argument("--samples", type=int, default=32)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "harness_overhead.json"))
+    p.add_argument("--machine-note", default="", help="how busy the machine was (recorded as machine_note)")
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,6 +129,7 @@ def main():
         "onnxruntime": ort.__version__,
         "cpu_model": cpu,
         "python": platform.python_version(),
+        "machine_note": args.machine_note,
     }
     write_json(args.out, result)
     print(f"runner p50 {runner_p50:.4f} ms, bare p50 {bare_p50:.4f} ms, ratio {ratio:.3f} "

@@ -1,4 +1,5 @@
-"""workflow/onnx_stats.py: parameters, MACs and size read from an ONNX graph."""
+"""workflow/onnx_stats.py: parameters, MACs and size read from an ONNX graph; one parameter count for a
+model in PyTorch, fp32 ONNX and every int8 ONNX form."""
 import warnings
 
 import onnx
@@ -11,7 +12,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from workflow.errors import UserError
 from workflow.models import build_model
-from workflow.onnx_stats import onnx_stats
+from workflow.models import count_params as torch_count_params
+from workflow.onnx_stats import count_params, onnx_stats
 
 
 def export(model, example, path, input_names):
@@ -105,3 +107,59 @@ def test_missing_and_corrupt_files_are_user_errors(tmp_path):
     bad.write_bytes(b"\xff not a protobuf")
     with pytest.raises(UserError, match="not a readable ONNX model"):
         onnx_stats(bad)
+
+
+# ----------------------------------------------------------------------------- one parameter count per model
+def quantized_copies(path, tmp_path):
+    """ONNX Runtime's dynamic (ConvInteger) and static QDQ / QOperator quantizations of ``path``, after its
+    pre-processing, as the quantize stage makes them."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.batches = iter([{"image": rng.uniform(0, 255, (1, 3, 32, 32)).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    pre = str(tmp_path / "pre.onnx")
+    quant_pre_process(str(path), pre)
+    out = {"dynamic": tmp_path / "dynamic.onnx", "qdq": tmp_path / "qdq.onnx", "qoperator": tmp_path / "qop.onnx"}
+    quantize_dynamic(pre, str(out["dynamic"]), per_channel=True)
+    quantize_static(pre, str(out["qdq"]), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    quantize_static(pre, str(out["qoperator"]), Reader(), quant_format=QuantFormat.QOperator, per_channel=True)
+    return out
+
+
+def test_params_of_a_quantized_onnx_file_equal_the_fp32_files(tmp_path):
+    """Quantization scales and zero points are not parameters: every int8 form counts what fp32 counts."""
+    model = build_model({"arch": "mobilenetv2", "width_mult": 0.5, "input_format": "rgb"}, 10, 32)
+    fp32 = export(model, (torch.zeros(1, 3, 32, 32),), tmp_path / "fp32.onnx", model.input_names)
+    expected = count_params(onnx.load(fp32).graph)
+    for name, path in quantized_copies(fp32, tmp_path).items():
+        assert count_params(onnx.load(path).graph) == expected, name
+    assert onnx_stats(tmp_path / "qdq.onnx")["params"] == onnx_stats(fp32)["params"] == expected
+
+
+@pytest.mark.parametrize("spec", [{"arch": "mobilenetv2", "width_mult": 0.5, "input_format": "rgb"},
+                                  {"arch": "mobilenetv2", "width_mult": 0.5, "input_format": "yuv420"},
+                                  {"arch": "resnet18", "width_mult": 1.0, "input_format": "rgb"}])
+def test_pytorch_and_onnx_count_the_same_parameters(tmp_path, spec):
+    """One rule: BatchNorm folded (one shift per channel), normalisation constants and statistics left out;
+    the same count whether the exporter folds BatchNorm into the conv or keeps it (Hailo-friendly export)."""
+    model = build_model(spec, 10, 32).eval()
+    example = ((torch.zeros(1, 3, 32, 32),) if spec["input_format"] == "rgb"
+               else (torch.zeros(1, 1, 32, 32), torch.zeros(1, 2, 16, 16)))
+    folded = onnx_stats(export(model, example, tmp_path / "folded.onnx", model.input_names))["params"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, example, str(tmp_path / "bn.onnx"), dynamo=False, opset_version=17,
+                          input_names=list(model.input_names), training=torch.onnx.TrainingMode.PRESERVE,
+                          do_constant_folding=False)
+    graph = onnx.load(tmp_path / "bn.onnx").graph
+    assert any(node.op_type == "BatchNormalization" for node in graph.node)
+    assert count_params(graph) == folded == torch_count_params(model)
+    assert folded < sum(p.numel() for p in model.parameters())  # BatchNorm's scale is not counted twice

@@ -53,6 +53,7 @@ def test_pipeline_stage_writes_the_seed_table_and_fig20(tmp_path, onnx_models):
     table = pd.read_csv(out.with_name("table.csv"))
     assert list(table.columns) == TABLE_COLUMNS and table[["width", "height"]].values.tolist() == RESOLUTIONS
     assert (table["status"] == "ok").all() and (table[["rgb_single_fps", "yuv_multi_fps"]] > 0).all().all()
+    assert (table["imgsz"] == "32x32").all()  # the models' input size, which the paper table checks
     row = table.iloc[0]  # the CSV keeps 6 digits: recomputed gains agree to 0.01 percentage points
     assert row["gain_single_pct"] == pytest.approx((row["yuv_single_fps"] / row["rgb_single_fps"] - 1) * 100, abs=0.01)
     assert row["gain_latency_pct"] == pytest.approx((1 - row["yuv_latency_ms"] / row["rgb_latency_ms"]) * 100,

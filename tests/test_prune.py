@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_params, write_params
 from workflow import export as export_stage
 from workflow import prune as prune_stage
-from workflow.models import load_checkpoint
+from workflow.models import count_params, load_checkpoint
 from workflow.onnx_stats import onnx_stats
 
 RATIO = 0.15
@@ -50,14 +50,18 @@ def test_each_pass_removes_about_the_ratio_of_channels(pruned):
 def test_pruned_checkpoint_rebuilds_runs_and_exports(pruned, packed_dir, trained, tmp_path):
     params, out = pruned
     model, ckpt = load_checkpoint(out / "model.pt")
-    assert sum(p.numel() for p in model.parameters()) == json.loads((out / "train_metrics.json").read_text())["params"]
+    # one parameter count in every file (workflow/onnx_stats.py's rule): the model, its metrics, its report
+    counted = count_params(model)
+    report = json.loads((out / "prune_report.json").read_text())
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert counted == metrics["params"] == report["iterations"][-1]["params"]
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 32, 32), torch.zeros(2, 2, 16, 16)).shape == (2, 10)
     onnx_path = tmp_path / "onnx-fp32.onnx"
     export_stage.main(["--params", str(params), "--checkpoint", str(out / "model.pt"),
                        "--packed", str(packed_dir / "yuv420" / "test.npy"), "--out", str(onnx_path)])
     report = json.loads(onnx_path.with_suffix(".json").read_text())
-    assert report["parity"]["max_abs_diff"] <= 1e-3
+    assert report["parity"]["max_abs_diff"] <= 1e-3 and onnx_stats(onnx_path)["params"] == counted
     unpruned = tmp_path / "unpruned.onnx"
     export_stage.main(["--params", str(params), "--checkpoint", str(trained["mobilenetv2-yuv420"] / "model.pt"),
                        "--packed", str(packed_dir / "yuv420" / "test.npy"), "--out", str(unpruned)])

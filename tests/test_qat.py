@@ -11,6 +11,7 @@ from conftest import tiny_params, write_params
 from workflow import evaluate as evaluate_stage
 from workflow import export as export_stage
 from workflow import qat as qat_stage
+from workflow.onnx_stats import onnx_stats
 
 MAX_DROP = 0.05
 
@@ -54,6 +55,7 @@ def test_qat_artifact_is_qdq_int8_and_close_to_fp32(fp32, trained, packed_dir, t
               if n.op_type == "DequantizeLinear" and n.input[0] in weights]
     assert max(np.size(s) for s in scales) > 1  # per-channel
     assert report["size_ratio"] < 0.5
+    assert onnx_stats(out)["params"] == onnx_stats(reference)["params"]  # scales and zero points are not params
     # ONNX Runtime's integer kernels round differently from PyTorch's float emulation by a step or so
     assert report["export_parity"]["max_abs_diff"] < 0.1
     assert report["parity"]["argmax_agreement"] >= 0.5

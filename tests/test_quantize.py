@@ -15,6 +15,7 @@ from conftest import assert_one_line_error, run_module, tiny_params, write_param
 from workflow import evaluate as evaluate_stage
 from workflow import export as export_stage
 from workflow import quantize as quantize_stage
+from workflow.onnx_stats import count_params
 
 CALIB = 32        # the calibration split of tiny_params() has exactly 32 images
 MAX_DROP = 0.05   # int8 top-1 within 5 points of fp32 on the 256 test images
@@ -62,6 +63,8 @@ def check_quantized(report, out, source, fp32_top1, int8_top1):
     assert len(report["sha256"]) == 64 and len(report["source_model_sha256"]) == 64
     assert abs(int8_top1 - fp32_top1) <= MAX_DROP, (fp32_top1, int8_top1)
     onnx.checker.check_model(str(out))
+    # quantization scales and zero points are not parameters: the int8 file counts what fp32 counts
+    assert count_params(onnx.load(str(out)).graph) == count_params(onnx.load(str(source)).graph)
 
 
 @pytest.mark.parametrize("model", ["mobilenetv2-rgb", "mobilenetv2-yuv420"])

@@ -58,9 +58,12 @@ def test_deploy_run_fetch_then_cache_hit(server, tiny_model, tmp_path):
     # The runner ran from the cache: its model path is the content address of our file.
     assert Path(result["model"]["path"]).name == sha256_file(tiny_model["--model"]) + ".onnx"
     assert sorted(deploy["uploaded"]) == sorted(["device_runner.py", "yuv.onnx", "samples.npz"])
-    assert deploy["cached"] == [] and deploy["attempts"] == [{"attempt": 1, "status": "ok"}]
-    expected_cache = sorted(f"cache/{sha256_file(f)}{Path(f).suffix}" for f in [RUNNER, *tiny_model.values()])
+    assert deploy["cached"] == [] and [a["status"] for a in deploy["attempts"]] == ["ok"]
+    expected_cache = sorted([*(f"cache/{sha256_file(f)}{Path(f).suffix}" for f in [RUNNER, *tiny_model.values()]),
+                             "device.lock"])
     assert remote_files(server.workdir) == expected_cache  # no .part files, run folder removed
+    assert result["device_lock"]["path"] == str(server.workdir / "device.lock")
+    assert deploy["member"] == f"127.0.0.1:{server.port}" and deploy["skipped"] == []
 
     _, again = run_on_device("loopback", [*QUICK, "--device-name", "loopback"], tiny_model, tmp_path, devices)
     assert again["uploaded"] == [] and again["bytes_uploaded"] == 0
@@ -116,7 +119,7 @@ def test_unknown_host_is_refused_not_added(server, tiny_model, tmp_path):
 
 FAULTY_PYTHON = {
     # The device's "python" runs hashing commands (-c) normally and misbehaves for the runner.
-    "timeout": ("sleep 30", "timed out after 2 s"),
+    "timeout": ("sleep 30", "timed out after 3 s"),  # lock_wait_s 1 + run_timeout_s 2
     "crash": ('exec "$REAL" -c "import os; os.abort()"', "crashed (exit status 134)"),
     # Kill the sshd session process (wrapper <- timeout <- shell <- sshd): the connection drops.
     "dropped": ("SHELL_PID=$(cut -d' ' -f4 /proc/$PPID/stat); kill -9 $(cut -d' ' -f4 /proc/$SHELL_PID/stat); "
@@ -132,7 +135,8 @@ def test_device_faults_are_retried_then_reported(server, tiny_model, tmp_path, f
     wrapper.write_text(f'#!/bin/sh\nREAL={os.path.realpath(os.sys.executable)}\n'
                        f'if [ "$1" = "-c" ]; then exec "$REAL" "$@"; fi\n{action}\n')
     wrapper.chmod(0o755)
-    devices = inventory(tmp_path / "devices.yaml", loopback=server.device(python=str(wrapper), run_timeout_s=2))
+    devices = inventory(tmp_path / "devices.yaml", loopback=server.device(python=str(wrapper), run_timeout_s=2,
+                                                                          lock_wait_s=1))
     start = time.monotonic()
     with pytest.raises(DeviceFailure) as failure:
         run_on_device("loopback", QUICK, tiny_model, tmp_path, devices)

@@ -12,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from conftest import assert_one_line_error, run_module, tiny_params, write_params
+from workflow.onnx_stats import onnx_stats
 
 CALIB = 32       # the calibration split of tiny_params() has exactly 32 images
 MAX_DROP = 0.05  # top-1 of an int8 model within 5 points of the fp32 ONNX model on the 256 test images
@@ -90,6 +91,8 @@ def test_conversion_parity_and_accuracy(exported, packed_dir, model, case, tmp_p
         assert parity["max_abs_diff"] <= max_diff, parity
     if case.startswith(("int8", "dynamic")):
         assert report["size_ratio"] < 0.5 and "CONV_2D" in report["op_types"]
+    # counted from the .tflite file by the rule of workflow/onnx_stats.py: the ONNX model's count, any precision
+    assert report["params"] == onnx_stats(source)["params"]
     # accuracy measured from the .tflite file by LiteRT, close to the fp32 ONNX model's
     result = evaluate(params, out, packed_dir, fmt)
     assert result["runtime"] == "litert" and result["test_images"] == 256

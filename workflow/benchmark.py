@@ -13,16 +13,23 @@ checksums, deploy facts and provenance to the runner's result. A device that giv
 result after its retries is recorded with status ``failed`` and the reason (exit 0), so
 other devices and artifacts go on.
 
+With ``benchmark.accuracy.images`` > 0 the runner also computes top-1 on the first N
+images of the packed test split on the device (the split goes through the device's
+content-addressed cache like the model); aggregate puts it beside the host's. An
+emulated device (inventory ``emulated: true``) times with ``benchmark.emulated``.
+
 The runtime follows the file: .onnx -> onnxruntime, .tflite -> litert (run once per
 ``benchmark.litert_xnnpack`` setting, ``--xnnpack on|off``; the result then holds one
-entry per delegate under ``runs``), .hef -> hailort. Parameters and MACs of a converted
-file are those of the ONNX model it was converted from (its report records them).
+entry per delegate under ``runs``), .hef -> hailort. A converted file's parameters are counted
+from the file by its conversion stage (the rule of workflow/onnx_stats.py; its report records
+them), its MACs are those of the ONNX model it was converted from.
 """
 import argparse
 import json
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +39,7 @@ from workflow.config import check_device, load_params, params_hash
 from workflow.datasets import load_packed, to_model_inputs
 from workflow.device_runner import RUNTIME_BY_SUFFIX
 from workflow.errors import UserError, cli
-from workflow.inventory import DEFAULT_INVENTORY, device_profile
+from workflow.inventory import DEFAULT_INVENTORY, device_kind, device_profile
 from workflow.io import read_json, sha256_file, write_json
 from workflow.onnx_stats import onnx_stats
 from workflow.provenance import provenance
@@ -54,27 +61,76 @@ def run_on_device(device, runner_args, files, workdir, inventory=DEFAULT_INVENTO
     """
     profile = device_profile(device, inventory)
     if profile is not None:
-        local, deploy = run_remote(profile, runner_args, files, workdir)
-        return json.loads(local.read_text()), deploy
+        return run_remote(profile, runner_args, files)
     out = Path(workdir) / "runner.json"
     argv = [sys.executable, str(RUNNER), *runner_args]
     for flag, path in files.items():
         argv += [flag, str(path)]
-    proc = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or [f"no error output, exit status {proc.returncode}"])[-1]
+    returncode, stderr = run_with_lifeline([*argv, "--out", str(out)], Path(workdir) / "runner.log")
+    if returncode != 0:
+        last = (stderr.strip().splitlines() or [f"no error output, exit status {returncode}"])[-1]
         last = last.removeprefix("error: ")
-        if proc.returncode == 2:
+        if returncode == 2:
             raise UserError(f"device_runner on {device} failed: {last}")
-        if proc.returncode == 3:
+        if returncode == 3:
             raise DeviceFailure(f"the runtime on {device} cannot run the model: {last}", retry=False)
-        raise DeviceFailure(f"runner on {device} crashed (exit status {proc.returncode}): {last}", retry=False)
+        if returncode == 4:  # the runtime is not installed here
+            raise DeviceFailure(f"not run: {last}", retry=False)
+        raise DeviceFailure(f"runner on {device} crashed (exit status {returncode}): {last}", retry=False)
     return json.loads(out.read_text()), None
+
+
+def run_with_lifeline(argv, log):
+    """Run the local runner in its own session with a pipe from this process as its stdin
+    (``--lifeline``): if this stage dies, the runner ends too instead of measuring on beside
+    the next job. Returns (exit status, its stdout and stderr)."""
+    with open(log, "w+") as output:
+        with subprocess.Popen([*argv, "--lifeline"], stdin=subprocess.PIPE, stdout=output, stderr=output,
+                              start_new_session=True) as proc:
+            returncode = proc.wait()
+        output.seek(0)
+        return returncode, output.read()
 
 
 def failed_result(device, failure):
     """What a benchmark that produced no numbers records: a row with status failed and why."""
     return {"status": "failed", "reason": failure.reason, "device_name": device, "attempts": failure.attempts}
+
+
+def check_runtime_listed(profile, runtime):
+    """A remote device runs only the runtimes its inventory entry lists; anything else fails without a try."""
+    if profile is not None and runtime not in profile["runtimes"]:
+        raise DeviceFailure(f"runtime {runtime} is not installed on {profile['name']} (inventory runtimes: "
+                            f"{', '.join(profile['runtimes'])})", retry=False)
+
+
+def device_settings(settings, profile):
+    """params.yaml benchmark.* as they apply to this device: an emulated one (inventory emulated: true)
+    times with benchmark.emulated's shorter settings, since qemu runs it tens to a thousand times slower."""
+    if device_kind(profile) != "emulated":
+        return settings
+    emulated = settings["emulated"]
+    return {**settings, **{k: v for k, v in emulated.items() if k != "pipeline"},
+            "pipeline": {**settings["pipeline"], **emulated["pipeline"]}}
+
+
+def accuracy_options(settings, packed, manifest):
+    """Runner flags and files of the on-device top-1 on the first benchmark.accuracy.images packed images."""
+    images = settings["accuracy"]["images"]
+    if not images:
+        return [], {}
+    return (["--accuracy-format", manifest["color_format"], "--accuracy-size",
+             f"{manifest['height']}x{manifest['width']}", "--accuracy-images", str(images)],
+            {"--accuracy-data": Path(packed)})
+
+
+def save_samples(path, arrays):
+    """np.savez with fixed member timestamps: the same samples give the same bytes, so a device's
+    content-addressed cache holds them from the first run on."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def runner_options(settings, profile, runtime, xnnpack=None):
@@ -100,8 +156,8 @@ def runner_options(settings, profile, runtime, xnnpack=None):
 
 
 def model_stats(artifact):
-    """Parameters and MACs counted from the ONNX graph; for a converted format, of the ONNX model it was
-    converted from (recorded in its report), with this file's own size."""
+    """Parameters and MACs counted from the ONNX graph; for a converted format, as its report records
+    them (parameters of the file itself, MACs of the ONNX model it came from), with this file's own size."""
     if artifact.suffix == ".onnx":
         return onnx_stats(artifact)
     report = read_json(artifact.with_suffix(".json"))
@@ -142,12 +198,12 @@ def benchmark(params, device, model_name, artifact, packed, manifest_path):
     split = Path(packed).stem
     if split not in manifest["splits"]:
         raise UserError(f"{packed}: split '{split}' is not in {manifest_path}")
-    settings = params["benchmark"]
-    profile = device_profile(device, settings["inventory"])
+    profile = device_profile(device, params["benchmark"]["inventory"])
+    settings = device_settings(params["benchmark"], profile)
     images, _ = load_packed(packed, manifest, split)
     inputs = to_model_inputs(images[:settings["samples"]], input_format, manifest["height"], manifest["width"])
 
-    base = {"model_name": model_name, "device": device, "artifact": str(artifact),
+    base = {"model_name": model_name, "device": device, "device_kind": device_kind(profile), "artifact": str(artifact),
             "artifact_sha256": sha256_file(artifact), "input_format": input_format}
     reason = not_run_reason(device, runtime)
     if reason:  # e.g. a .hef with no Hailo runtime here: a row that says so, not a stopped DAG
@@ -155,14 +211,15 @@ def benchmark(params, device, model_name, artifact, packed, manifest_path):
     runs, deploy = [], None
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         samples = Path(workdir) / "samples.npz"
-        np.savez(samples, **inputs)
+        save_samples(samples, inputs)
+        accuracy_args, accuracy_files = accuracy_options(settings, packed, manifest)
         try:
-            if profile is not None and runtime not in profile["runtimes"]:
-                raise DeviceFailure(f"runtime {runtime} is not installed on {device} (inventory runtimes: "
-                                    f"{', '.join(profile['runtimes'])})", retry=False)
+            check_runtime_listed(profile, runtime)
             for delegate, xnnpack in delegate_settings(params, runtime):
-                runner_args = [*runner_options(settings, profile, runtime, xnnpack), "--device-name", device]
-                result, deploy = run_on_device(device, runner_args, {"--model": artifact, "--inputs": samples},
+                runner_args = [*runner_options(settings, profile, runtime, xnnpack), *accuracy_args,
+                               "--device-name", device]
+                result, deploy = run_on_device(device, runner_args,
+                                               {"--model": artifact, "--inputs": samples, **accuracy_files},
                                                workdir, settings["inventory"])
                 runs.append((delegate, result))
         except DeviceFailure as failure:
@@ -196,8 +253,9 @@ def main(argv=None):
     check_device(params, args.device)
     reason = failure_reason(args.artifact)
     if reason:  # the conversion failed: nothing to time, the row says why
-        write_json(args.out, {"model_name": args.model_name, "device": args.device, "artifact": args.artifact,
-                              "status": "failed", "reason": reason,
+        kind = device_kind(device_profile(args.device, params["benchmark"]["inventory"]))
+        write_json(args.out, {"model_name": args.model_name, "device": args.device, "device_kind": kind,
+                              "artifact": args.artifact, "status": "failed", "reason": reason,
                               "provenance": provenance(params_hash(params["benchmark"]))})
         print(f"{args.artifact}: not benchmarked, its conversion failed ({reason})")
         return

@@ -1,7 +1,15 @@
 """Load and validate params.yaml against workflow/schemas/params.schema.yaml.
 
 Every stage and the Snakefile call :func:`load_params`; a schema violation is a
-:class:`UserError` naming the key, the bad value and what is allowed.
+:class:`UserError` naming the key, a short excerpt of the bad value and what is allowed.
+
+Every YAML file the project reads from a user (params.yaml, overlays, the inventory,
+paper files) goes through :func:`read_yaml`, which bounds the work before any of it is
+done: at most ``MAX_YAML_BYTES`` are read, nesting stops at ``MAX_YAML_DEPTH`` levels and
+the document may expand to at most ``MAX_YAML_NODES`` nodes with its aliases followed
+(checked on the parser's events, so a YAML bomb of nested anchors is refused before a node
+is built), and ``.inf``/``.nan`` and integers too long for Python are refused. Each is one
+error line naming the file and the line.
 """
 import functools
 import hashlib

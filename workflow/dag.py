@@ -34,7 +34,7 @@ from workflow.producers import artifacts_of, producer
 PARAMS = layout.PARAMS
 FORMATS = ("rgb", "yuv420")
 BENCHMARK_KEYS = ("warmup_runs", "min_runs", "min_duration_s", "threads", "samples", "stream_workers",
-                  "perf_counters", "rt")
+                  "perf_counters", "rt", "accuracy", "emulated")
 # benchmark params that only some formats read
 FORMAT_BENCHMARK_KEYS = {"tflite": ("litert_xnnpack",)}
 CHECK_STAGE = "check-dvc-yaml"
@@ -330,7 +330,7 @@ def evaluate_stage(params, model, artifact):
     test, manifest = layout.packed_split(fmt, "test"), layout.packed_manifest(fmt)
     return stage(EVALUATE, params, f"python -m workflow.evaluate --params {PARAMS} --artifact {path} --packed {test} "
                                    f"--manifest {manifest} --out {layout.eval_path(model, artifact)}",
-                 [path, report, test, manifest, "workflow/evaluate.py"], ["evaluate"],
+                 [path, report, test, manifest, "workflow/evaluate.py", "workflow/accuracy.py"], ["evaluate"],
                  params["evaluate"]["num_threads"], model=model, artifact=artifact)
 
 
@@ -356,7 +356,7 @@ def pipeline_stages(params):
     return [stage(PIPELINE, params, f"python -m workflow.pipeline_bench --params {PARAMS} --device {device} "
                                     f"--rgb-model {rgb} --yuv-model {yuv} --out {layout.pipeline_json(device)}",
                   [rgb, yuv, "workflow/pipeline_bench.py", "workflow/benchmark.py", "workflow/device_runner.py",
-                   "workflow/remote.py", *device_deps(params, device)], ["benchmark.pipeline"], settings["workers"],
+                   "workflow/remote.py", *device_deps(params, device)], ["benchmark.pipeline", "benchmark.emulated"], settings["workers"],
                   {f"device_{device}": 1}, device=device)
             for device in params["benchmark"]["devices"]]
 
@@ -375,7 +375,7 @@ def classification_stages(params):
                     for f in s.metrics[:1]] + [layout.report_path(s.wildcards["model"], s.wildcards["artifact"])
                                                for s in out if s.rule is EVALUATE]
     out.append(stage(AGGREGATE, params, f"python -m workflow.aggregate --params {PARAMS} --results {layout.RESULTS} "
-                                        f"--out {layout.SUMMARY}", [*summary_deps, "workflow/aggregate.py"]))
+                                        f"--out {layout.SUMMARY}", [*summary_deps, "workflow/aggregate.py", "workflow/accuracy.py"]))
     return out
 
 
@@ -448,7 +448,8 @@ def report_stages(params, stages_so_far):
     optional_files = [f for files in optional.values() for f in files]
     out = [stage(PAPER, params, f"python -m workflow.papers --paper {paper} --params {PARAMS} "
                                 f"--out {layout.paper_dir(paper)}",
-                 [layout.SUMMARY, *optional_files, PARAMS, *layout.paper_inputs(paper), "workflow/papers.py"],
+                 [layout.SUMMARY, *optional_files, PARAMS, *layout.paper_inputs(paper), "workflow/papers.py",
+                  "workflow/accuracy.py"],
                  paper=paper)
            for paper in layout.PAPERS]
     bench = [f for s in stages_so_far if s.rule is BENCHMARK for f in s.metrics]
@@ -456,7 +457,7 @@ def report_stages(params, stages_so_far):
     pipeline = f" --pipeline {' '.join(pipeline_tables)}" if pipeline_tables else ""
     out.append(stage(PLOTS, params, f"python -m workflow.plots --params {PARAMS} --summary {layout.SUMMARY}{pipeline} "
                                     f"--bench {' '.join(bench)} --out {layout.PLOTS_DIR}",
-                     [layout.SUMMARY, *pipeline_tables, *bench, str(layout.YUV_GAIN_REFERENCE),
+                     [layout.SUMMARY, *pipeline_tables, *bench, str(layout.YUV_GAIN_REFERENCE), str(layout.YUV_GAIN_MAPPING),
                       "workflow/plots.py"]))
     return out
 

@@ -23,17 +23,38 @@ Optional measurements: ``--stream-workers 1,3`` (throughput of a writer thread f
 queue read by N inference workers, seed 000's 1 vs 3 threads), ``--perf`` (hardware
 counters through ``perf stat`` when the device has them, marked unavailable otherwise),
 ``--rt-period-ms`` (RT-Bench-style periodic jobs: deadline misses, jitter, SCHED_FIFO
-when permitted) and ``--cpus`` (core affinity). ``--pipeline`` times seed 000's
-pre-processing chain instead (resize + YUV->RGB + infer vs resize + infer; needs cv2).
+when permitted) and ``--cpus`` (core affinity). ``--accuracy-data test.npy`` (a packed
+split, with ``--accuracy-format`` and ``--accuracy-size``) runs the first
+``--accuracy-images`` images through the model on the device and reports top-1 and every
+prediction, so the device's own kernels are checked against the host's answer.
+``--pipeline`` times seed 000's pre-processing chain instead (resize + YUV->RGB + infer vs
+resize + infer; needs cv2).
 
-Exit status: 2 for a mistake in the inputs (missing file, runtime not installed, inputs
-that do not match the model), 3 when the runtime cannot load or run this model (a
-failing format on this device); both print one ``error: ...`` line on stderr. The
+Process lifecycle (how workflow/remote.py runs it on a board): ``--lifeline`` makes the
+runner lead its own session and end itself and its children (perf) as soon as its stdin
+closes, that is when the SSH session that started it ends, for whatever reason, so a
+dropped connection leaves nothing running and writes no result. ``--lock PATH`` holds an
+exclusive ``flock`` on the device's lock file from before the first session is loaded
+until the result is written (``--lock-wait`` seconds at most to get it), so two runners
+never measure on one device at the same time; the kernel frees the lock however the
+runner ends, so it is never stale. Every file the runner writes stays below the folder of
+``--out``: the result, and its temporary files (perf's output, the runtime's) in a private
+folder there that is removed when the run ends.
+
+Needs Python >= 3.7 (Coral Dev Board's Mendel Linux has 3.7) and numpy 1.x or 2.x;
+tests/test_runner_compat.py enforces both, and an older interpreter gets one error line.
+
+Exit status: 2 for a mistake in the inputs (missing file, numpy not installed, Python too
+old, inputs that do not match the model), 3 when the runtime cannot load or run this model
+(a failing format on this device), 4 when the model's runtime is not installed for this
+interpreter, 75 when the device lock stayed busy for ``--lock-wait`` seconds; each prints
+one ``error: ...`` line on stderr. The
 result JSON is written atomically, so a failed run leaves no file.
 """
 import argparse
 import contextlib
 import datetime
+import fcntl
 import functools
 import glob
 import itertools
@@ -51,7 +72,16 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
+MIN_PYTHON = (3, 7)
+if sys.version_info < MIN_PYTHON:  # checked before anything newer is used: one line, not a traceback
+    sys.stderr.write("error: device_runner.py needs Python >= %d.%d, %s is %s\n"
+                     % (MIN_PYTHON + (sys.executable, platform.python_version())))
+    sys.exit(2)
+try:
+    import numpy as np
+except ImportError:
+    sys.stderr.write("error: numpy is not installed for %s (pip install numpy)\n" % sys.executable)
+    sys.exit(2)
 
 SCHEMA = "device_runner/1"
 
@@ -66,6 +96,18 @@ class ModelFailure(RunnerError):
     """This device cannot run this model or measurement (exit status 3): a failing format, not a crash."""
 
     exit_status = 3
+
+
+class DeviceBusy(RunnerError):
+    """Another runner held the device lock for all of --lock-wait (exit status 75, EX_TEMPFAIL)."""
+
+    exit_status = 75
+
+
+class RuntimeMissing(RunnerError):
+    """The runtime the model needs is not installed for this interpreter (exit status 4)."""
+
+    exit_status = 4
 
 
 # ----------------------------------------------------------------------------- runtimes
@@ -132,7 +174,7 @@ class OnnxRuntime(Runtime):
         try:
             import onnxruntime
         except ImportError:
-            raise RunnerError("onnxruntime is not installed (pip install onnxruntime)") from None
+            raise RuntimeMissing("onnxruntime is not installed (pip install onnxruntime)") from None
         self.ort = onnxruntime
         self.version = onnxruntime.__version__
         self.session = None
@@ -185,7 +227,8 @@ def bind_inputs(specs, sample):
     array; otherwise each input takes the one array whose shape fits (NCHW or NHWC).
     """
     def plain(name):
-        return name.split("/")[-1].removeprefix("serving_default_").split(":")[0]
+        name = name.split("/")[-1].split(":")[0]
+        return name[len("serving_default_"):] if name.startswith("serving_default_") else name
 
     if len(specs) != len(sample):
         raise RunnerError(f"input names do not match: the model expects {[n for n, _, _ in specs]}, "
@@ -245,8 +288,8 @@ class LiteRT(Runtime):
                 from tflite_runtime import interpreter as tfl
                 import tflite_runtime as package
             except ImportError:
-                raise RunnerError("neither ai-edge-litert nor tflite-runtime is installed "
-                                  "(pip install ai-edge-litert)") from None
+                raise RuntimeMissing("neither ai-edge-litert nor tflite-runtime is installed "
+                                     "(pip install ai-edge-litert)") from None
         self.tfl = tfl
         self.package = package.__name__
         self.version = getattr(package, "__version__", None)
@@ -349,8 +392,8 @@ class HailoRT(Runtime):
         try:
             import hailo_platform
         except ImportError:
-            raise RunnerError("HailoRT is not installed (the hailo_platform wheel from Hailo's "
-                              "developer zone)") from None
+            raise RuntimeMissing("HailoRT is not installed (the hailo_platform wheel from Hailo's "
+                                 "developer zone)") from None
         self.hp = hailo_platform
         self.version = getattr(hailo_platform, "__version__", None)
         self.stack = self.run = None
@@ -689,6 +732,66 @@ def check_inputs(specs, sample):
             raise RunnerError(f"input '{name}': samples are {got.dtype}, the model expects {np.dtype(dtype)}")
 
 
+# ----------------------------------------------------------------------------- on-device accuracy
+def packed_model_inputs(path, color_format, height, width, limit):
+    """The first ``limit`` images (0: all) of a packed split as model inputs, and their labels.
+
+    A packed split is a 1-D .npy of records (``image`` uint8, ``label``); the inputs have the
+    layout of workflow.datasets.to_model_inputs: RGB HWC -> ``image`` (N, 3, H, W), I420
+    buffers -> ``y`` (N, 1, H, W) and ``uv`` (N, 2, H/2, W/2), raw pixel values. They stay
+    uint8 views of the memory-mapped file (a board's RAM is small); each image is cast to
+    float32 when it is fed.
+    """
+    try:
+        records = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise RunnerError(f"{path}: packed split not found") from None
+    except (OSError, ValueError) as err:
+        raise RunnerError(f"{path}: not a readable .npy file ({_first_line(err)})") from None
+    if records.dtype.names != ("image", "label") or records.ndim != 1 or not len(records):
+        raise RunnerError(f"{path}: not a packed split (expected a non-empty 1-D array with fields image, label)")
+    records = records[:limit or len(records)]
+    images, labels = records["image"], np.asarray(records["label"], dtype=np.int64)
+    n, hw = len(records), height * width
+    if color_format == "rgb":
+        if images.shape[1:] != (height, width, 3):
+            raise RunnerError(f"{path}: images are {images.shape[1:]}, expected RGB {height}x{width}x3")
+        return {"image": images.transpose(0, 3, 1, 2)}, labels
+    flat = images.reshape(n, -1)
+    if flat.shape[1] != hw * 3 // 2:
+        raise RunnerError(f"{path}: images hold {flat.shape[1]} bytes, expected I420 {height}x{width} "
+                          f"({hw * 3 // 2})")
+    return {"y": flat[:, :hw].reshape(n, 1, height, width),
+            "uv": flat[:, hw:].reshape(n, 2, height // 2, width // 2)}, labels
+
+
+def accuracy(runtime, threads, inputs, labels):
+    """Top-1 of the model on packed images, one at a time (batch 1, as timed), on this device.
+
+    The class is the argmax of the model's first output (dequantized for integer models).
+    """
+    runtime.load(threads)
+    predictions = []
+    start = time.perf_counter_ns()
+    try:
+        for i in range(len(labels)):
+            sample = {k: np.ascontiguousarray(a[i:i + 1], dtype=np.float32) for k, a in inputs.items()}
+            outputs = runtime.infer(runtime.make_feed(sample))
+            predictions.append(int(np.argmax(next(iter(outputs.values())).reshape(-1))))
+    except RunnerError:
+        raise
+    except Exception as err:  # the runtime's own error types
+        raise ModelFailure(f"{runtime.model_path}: inference failed on image {len(predictions)}: "
+                           f"{_first_line(err)}") from None
+    duration = (time.perf_counter_ns() - start) / 1e9
+    session = runtime.session_options(threads)
+    runtime.close()
+    correct = int((np.asarray(predictions) == labels).sum())
+    return {"images": len(labels), "correct": correct, "top1": correct / len(labels),
+            "session_options": session, "duration_s": duration,
+            "predictions": predictions, "labels": labels.tolist()}
+
+
 # ----------------------------------------------------------------------------- host facts
 def _read(path):
     try:
@@ -727,6 +830,12 @@ def temperatures_c():
 
 
 def peak_rss_mb():
+    """Peak resident memory of this process so far: VmHWM where /proc has it (a fresh count from exec on),
+    else ru_maxrss (on Linux that one keeps the peak of the process image before exec, e.g. the parent
+    stage that started the runner)."""
+    hwm = proc_status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024 / (1024 if sys.platform == "darwin" else 1)  # macOS reports bytes
 
@@ -744,9 +853,12 @@ def host_facts():
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
-    return {"hostname": uname.node, "system": uname.system, "release": uname.release,
-            "version": uname.version, "machine": uname.machine, "cpu_model": cpu_model(),
-            "cpu_count": os.cpu_count(), "cpu_usable": usable, "cpufreq": cpufreq()}
+    facts = {"hostname": uname.node, "system": uname.system, "release": uname.release,
+             "version": uname.version, "machine": uname.machine, "cpu_model": cpu_model(),
+             "cpu_count": os.cpu_count(), "cpu_usable": usable, "cpufreq": cpufreq()}
+    if os.environ.get("QEMU_CPU"):  # qemu-user emulation (scripts/virtual-board.sh): the CPU it emulates
+        facts["qemu_cpu"] = os.environ["QEMU_CPU"]
+    return facts
 
 
 # ----------------------------------------------------------------------------- output
@@ -771,8 +883,8 @@ def _first_line(err):
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _utc_now():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+def _utc_now(timespec="seconds"):
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec=timespec)
 
 
 # ----------------------------------------------------------------------------- pre-processing pipeline
@@ -950,6 +1062,77 @@ def pipeline(args):
     return result
 
 
+# ----------------------------------------------------------------------------- process lifecycle
+def end_process_group(*_):
+    """SIGKILL this runner's process group: the runner and every child it started (perf)."""
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def supervise_lifeline():
+    """Lead a new session, then end the whole process group as soon as stdin closes.
+
+    The controller keeps the runner's stdin open for as long as it waits for the result (the
+    SSH channel, or a pipe from the benchmark stage), so its end, a dropped connection
+    included, ends the runner before it measures on or writes a result. SIGTERM and SIGHUP
+    (``timeout``, a hang-up) end the group the same way, so no child outlives the runner.
+    """
+    try:
+        os.setsid()
+    except OSError:  # already a process-group leader (started with start_new_session)
+        pass
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, end_process_group)
+
+    def watch():
+        try:
+            while os.read(0, 65536):
+                pass
+        except OSError:
+            pass
+        end_process_group()
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
+
+
+def hold_device_lock(path, wait_s):
+    """Take the exclusive flock on ``path`` for the rest of the process, waiting up to ``wait_s`` s.
+
+    The kernel drops it when the process ends, however it ends, so it is never stale. The
+    file then names its holder, for the message of a runner that finds the device busy.
+    Returns what the result records about it.
+    """
+    try:
+        fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise RunnerError(f"--lock {path}: cannot open the device lock file ({_first_line(err)})") from None
+    start = time.monotonic()
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() - start >= wait_s:
+                holder = os.read(fd, 300).decode("utf-8", "replace").strip() or "another runner"
+                os.close(fd)
+                raise DeviceBusy(f"device busy: {path} is held by {holder} (waited {wait_s:g} s)") from None
+            time.sleep(0.05)
+    waited = time.monotonic() - start
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"runner pid {os.getpid()} since {_utc_now()}\n".encode(), 0)
+    return {"path": str(path), "waited_s": round(waited, 3), "held_from_utc": _utc_now("microseconds")}
+
+
+@contextlib.contextmanager
+def scratch_below(folder):
+    """Send every temporary file of the runner, its runtime and its children (perf's output,
+    ONNX Runtime's .ses file) to a private folder below ``folder``, removed when the run ends."""
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".runner-tmp-", dir=str(folder)) as scratch:
+        tempfile.tempdir = os.environ["TMPDIR"] = scratch
+        yield
+
+
 # ----------------------------------------------------------------------------- main
 def open_session(runtime, threads, feeds_raw):
     """Load, build the feeds and run the first inference: a session ready for a measurement."""
@@ -983,6 +1166,10 @@ def benchmark(args):
     runtime = make_runtime(args)
     import_ms = (time.perf_counter_ns() - t0) / 1e6
     feeds = load_samples(args.inputs)
+    if args.accuracy_data:  # read (and checked) before any timing
+        height, width = args.accuracy_size
+        accuracy_inputs = packed_model_inputs(args.accuracy_data, args.accuracy_format, height, width,
+                                              args.accuracy_images)
     rss_baseline = proc_status_mb("VmRSS")
     temps_before = temperatures_c()
 
@@ -1010,6 +1197,11 @@ def benchmark(args):
         rt = rt_benchmark(runtime.run, session, args.rt_period_ms, args.rt_deadline_ms or args.rt_period_ms,
                           args.rt_jobs, args.rt_priority)
         runtime.close()
+    top1 = None
+    if args.accuracy_data:
+        top1 = {**accuracy(runtime, args.threads[0], *accuracy_inputs),
+                "data": {"path": str(args.accuracy_data), "color_format": args.accuracy_format,
+                         "height": height, "width": width}}
     return {
         "schema": SCHEMA,
         "status": "ok",
@@ -1051,6 +1243,7 @@ def benchmark(args):
         "stream": stream,
         "perf": counters if args.perf else {"available": False, "reason": "not requested"},
         "rt": rt,
+        "accuracy": top1,
         "memory": {
             "rss_baseline_mb": rss_baseline,
             "peak_rss_mb": peak_rss_mb(),
@@ -1084,6 +1277,17 @@ def thread_list(text):
     return threads
 
 
+def image_size_arg(text):
+    """'32x32' -> (32, 32): height x width; I420 needs even sizes."""
+    try:
+        height, width = (int(v) for v in text.split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW, got {text!r}") from None
+    if min(height, width) < 2 or height % 2 or width % 2:
+        raise argparse.ArgumentTypeError(f"expected an even HxW, got {text!r}")
+    return height, width
+
+
 def resolution_list(text):
     """'640x360,1280x720' -> [(640, 360), (1280, 720)]; I420 needs even sizes."""
     try:
@@ -1115,20 +1319,30 @@ def parse_args(argv=None):
     p.add_argument("--rt-priority", type=int, default=0, help="SCHED_FIFO priority (0 = keep the default policy)")
     p.add_argument("--cpus", type=lambda s: int_list(s, 0), default=[], help="core affinity, e.g. 2,3")
     p.add_argument("--expect-governor", default=None, help="cpufreq governor the device should run")
+    p.add_argument("--accuracy-data", help="packed split (.npy, fields image and label): top-1 on this device")
+    p.add_argument("--accuracy-format", choices=("rgb", "yuv420"), help="--accuracy-data: its color format")
+    p.add_argument("--accuracy-size", type=image_size_arg, help="--accuracy-data: image HxW, e.g. 32x32")
+    p.add_argument("--accuracy-images", type=int, default=0, help="--accuracy-data: the first N images (0 = all)")
     p.add_argument("--pipeline", action="store_true", help="seed 000's pre-processing pipeline benchmark")
     p.add_argument("--yuv-model", help="--pipeline: the YUV 4:2:0 model")
     p.add_argument("--frame", help="--pipeline: source photo, RGB uint8 HxWx3 .npy")
     p.add_argument("--resolutions", type=resolution_list, default=[(640, 360)], help="--pipeline: WxH,WxH,...")
     p.add_argument("--workers", type=int, default=3, help="--pipeline: threads of the multi-thread run")
-    p.add_argument("--out", required=True, help="result .json (written atomically)")
+    p.add_argument("--out", required=True, help="result .json (written atomically); temp files go below its folder")
     p.add_argument("--device-name", default="local")
+    p.add_argument("--lifeline", action="store_true",
+                   help="end the runner and its children when stdin closes (the controller is gone)")
+    p.add_argument("--lock", help="device lock file, held exclusively for the whole run")
+    p.add_argument("--lock-wait", type=float, default=0.0, help="seconds to wait for a busy --lock (exit 75 after)")
     args = p.parse_args(argv)
-    if args.warmup < 0 or args.min_runs < 1 or args.min_duration < 0:
-        p.error("--warmup must be >= 0, --min-runs >= 1 and --min-duration >= 0")
+    if args.warmup < 0 or args.min_runs < 1 or args.min_duration < 0 or args.lock_wait < 0:
+        p.error("--warmup must be >= 0, --min-runs >= 1, --min-duration >= 0 and --lock-wait >= 0")
     if args.pipeline and not (args.yuv_model and args.frame and args.workers >= 1):
         p.error("--pipeline needs --yuv-model, --frame and --workers >= 1")
     if not args.pipeline and not args.inputs:
         p.error("--inputs is required")
+    if args.accuracy_data and not (args.accuracy_format and args.accuracy_size and args.accuracy_images >= 0):
+        p.error("--accuracy-data needs --accuracy-format, --accuracy-size and --accuracy-images >= 0")
     if args.rt_period_ms < 0 or args.rt_deadline_ms < 0 or args.rt_jobs < 1 or args.rt_priority < 0:
         p.error("--rt-period-ms and --rt-deadline-ms must be >= 0, --rt-jobs >= 1, --rt-priority >= 0")
     if args.runtime is None:
@@ -1140,19 +1354,27 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.lifeline:
+        supervise_lifeline()
     try:
-        if args.cpus:
-            try:
-                os.sched_setaffinity(0, args.cpus)
-            except (AttributeError, OSError) as err:
-                raise RunnerError(f"--cpus {','.join(map(str, args.cpus))}: cannot set affinity ({_first_line(err)})")
-        result = pipeline(args) if args.pipeline else benchmark(args)
+        with scratch_below(Path(args.out).parent):
+            lock = hold_device_lock(args.lock, args.lock_wait) if args.lock else None
+            if args.cpus:
+                try:
+                    os.sched_setaffinity(0, args.cpus)
+                except (AttributeError, OSError) as err:
+                    raise RunnerError(f"--cpus {','.join(map(str, args.cpus))}: cannot set affinity "
+                                      f"({_first_line(err)})")
+            result = pipeline(args) if args.pipeline else benchmark(args)
     except RunnerError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_status)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    if lock:
+        lock["held_until_utc"] = _utc_now("microseconds")  # still held: released when the process ends
+    result["device_lock"] = lock
     write_json_atomic(args.out, result)
 
 

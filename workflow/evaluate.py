@@ -4,13 +4,17 @@
         --packed data/packed/rgb/test.npy --manifest data/packed/rgb/manifest.json \
         --out results/eval/M/onnx-fp32.json
 
-This is the accuracy of what ships, not of the PyTorch checkpoint.
+This is the accuracy of what ships, not of the PyTorch checkpoint. The result keeps every test
+image's predicted class and label (``predictions``, ``labels``: workflow/accuracy.py), so that two
+artifacts evaluated on the same images can be compared image by image (a paired interval) and a
+device's own answers can be checked against the host's (workflow/aggregate.py).
 """
 import argparse
 from pathlib import Path
 
 import numpy as np
 
+from workflow.accuracy import pack_classes
 from workflow.artifacts import failure_reason
 from workflow.config import load_params, params_hash
 from workflow.datasets import INPUT_NAMES, load_packed, to_model_inputs
@@ -103,11 +107,16 @@ def evaluate(params, artifact, packed, manifest_path, out):
     result = {
         "artifact": str(artifact), "status": "ok", "artifact_sha256": sha256_file(artifact),
         "runtime": model.runtime, "runtime_version": model.version, "providers": model.providers,
-        "input_format": manifest["color_format"], "test_images": int(len(labels)),
+        "input_format": manifest["color_format"],
+        "imgsz": f"{manifest['height']}x{manifest['width']}",  # HxW, as the detection track writes it
+        "test_images": int(len(labels)),
         "top1": float(correct.mean()),
         "per_class_top1": {c: float(correct[labels == i].mean()) if (labels == i).any() else None
                            for i, c in enumerate(classes)},
         "confusion_matrix": confusion.tolist(),
+        # every image's class and label in split order (workflow/accuracy.py): per-image correctness for
+        # paired intervals (workflow/papers.py), the host's answers a device's are checked against (aggregate)
+        "predictions": pack_classes(preds), "labels": pack_classes(labels),
         "provenance": provenance(params_hash(cfg)),
     }
     write_json(out, result)

@@ -134,6 +134,7 @@ PAPER_CONFIGS = ("mapping", "small", "full")
 
 # The published points of seed 000's Fig. 20 (the plots stage draws the YUV gain beside them).
 YUV_GAIN_REFERENCE = PAPERS_DIR / "yuv420_mobilenetv2.yaml"
+YUV_GAIN_MAPPING = PAPERS_DIR / "yuv420_mobilenetv2" / "mapping.yaml"
 
 
 def paper_dir(paper, root=RESULTS):
@@ -208,6 +209,7 @@ SOURCES = {
     "pipeline": f"{pipeline_dir('{device}')}/table.csv",     # pre-processing pipeline per resolution
     "pruning": prune_report("{model}"),                      # parameters per pruning iteration
     "detection": DET_SUMMARY,                                # detection track
+    "eval": eval_path("{model}", "{artifact}"),              # per artifact, with the per-image outcomes behind its top-1
 }
 
 # ----------------------------------------------------------------------------- DVC and Snakemake

@@ -19,6 +19,12 @@ import numpy as np
 from workflow.errors import UserError
 
 
+# op -> inputs that hold the network's parameters (filters, weights, biases): the rule of
+# workflow/onnx_stats.py; quantization scales and zero points are tensor metadata here, never counted.
+PARAM_INPUTS = {"CONV_2D": (1, 2), "DEPTHWISE_CONV_2D": (1, 2), "CONV_3D": (1, 2), "FULLY_CONNECTED": (1, 2),
+                "TRANSPOSE_CONV": (1, 3)}
+
+
 def plain_name(name):
     return name.split("/")[-1].removeprefix("serving_default_").split(":")[0]
 
@@ -131,8 +137,13 @@ class LiteRTModel:
         plain = self.tfl.Interpreter(model_path=self.path,
                                      experimental_op_resolver_type=self.tfl.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         plain.allocate_tensors()
-        ops = {}
+        ops, param_uses = {}, []  # tensors in a parameter input, once per op that uses them
         for op in plain._get_ops_details():  # the interpreter's only listing of the graph's ops
             ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+            inputs = list(op["inputs"])
+            param_uses += [int(inputs[i]) for i in PARAM_INPUTS.get(op["op_name"], ()) if i < len(inputs)
+                           and inputs[i] >= 0]
+        shapes = {d["index"]: d["shape"] for d in plain.get_tensor_details()}
         return {"inputs": [tensor(d) for d in self.inputs], "outputs": [tensor(d) for d in self.outputs],
-                "layout": self.layout, "op_types": dict(sorted(ops.items()))}
+                "layout": self.layout, "op_types": dict(sorted(ops.items())),
+                "params": int(sum(np.prod(shapes[i]) for i in param_uses))}

@@ -210,6 +210,17 @@ def load_checkpoint(path, role="model"):
     return model.eval(), ckpt
 
 
+def count_params(model):
+    """Parameters of the network as deployed, the rule of workflow/onnx_stats.py: every parameter, except
+    that a BatchNorm counts one per channel (the shift it leaves in the conv bias it folds into; its scale
+    folds into the conv's weights). Buffers (BatchNorm statistics, the input normalisation) are not
+    parameters. Equal to the count of the model's ONNX, int8 ONNX and TF Lite files."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    in_norms = {id(p) for m in norms for p in m.parameters(recurse=False)}
+    return (sum(p.numel() for p in model.parameters() if id(p) not in in_norms)
+            + sum(m.num_features for m in norms))
+
+
 def example_inputs(input_format, height, width, batch=1):
     if input_format == "rgb":
         return (torch.zeros(batch, 3, height, width),)

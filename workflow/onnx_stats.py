@@ -1,15 +1,17 @@
 """Parameter count, multiply-accumulates and file size of an ONNX model, read from its graph.
 
-Rules (so that numbers from different exporters compare):
+Rules (so that numbers from different exporters, formats and precisions compare):
 
-* ``params``: the element count of every initializer that holds weights, i.e. of
-  floating-point or 8/16/32-bit integer type with at least 2 elements. int64
-  initializers (shapes, axes, indices) and scalars (epsilons, quantization scales
-  and zero points) are left out. Each stored tensor counts once, as in the file
-  (the TorchScript exporter stores identical tensors once, e.g. an untrained
-  BatchNorm's). A BatchNorm folded into Conv counts as the fused conv bias; an
-  unfolded one counts its scale, bias, mean and variance. Constants the model
-  keeps in its graph (e.g. a 3-element normalisation mean) count too.
+* ``params``: the parameters of the network as deployed, one rule for ONNX, TF Lite and PyTorch
+  (:data:`PARAM_SLOTS` here, :data:`workflow.litert.PARAM_INPUTS`, :func:`workflow.models.count_params`):
+  the weights and biases of convolutions and matrix products (Conv, ConvTranspose, Gemm, MatMul with a
+  constant operand and their integer forms), one shift per channel for each BatchNorm (its scale folds
+  into the convolution's weights; an exporter folds the whole BatchNorm into the conv's bias), the scale
+  and bias of other normalisations and PReLU slopes. A stored tensor reaches its op through
+  dequantization, casts and layout changes (DequantizeLinear, Cast, Transpose, Reshape, ...) and counts
+  once per op that uses it, whatever its precision. Not parameters: quantization scales and zero points
+  (so an int8 file counts what its fp32 source counts), BatchNorm statistics, shape and index tensors,
+  and constants of element-wise ops such as the input normalisation's mean and 1/std.
 * ``macs``: one multiply-accumulate per weight per output position, at batch 1,
   for Conv / ConvInteger / QLinearConv / ConvTranspose (grouped and depthwise
   included), Gemm and MatMul / MatMulInteger / QLinearMatMul. Bias additions,
@@ -23,13 +25,18 @@ import math
 from pathlib import Path
 
 import onnx
-from onnx import TensorProto
 
 from workflow.errors import UserError
 
-WEIGHT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE,
-                TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16,
-                TensorProto.INT32, TensorProto.UINT32}
+# op type -> input slots that hold the network's parameters (weights, biases, per-channel shifts)
+PARAM_SLOTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "ConvInteger": (1,), "QLinearConv": (3, 8),
+               "Gemm": (0, 1, 2), "QGemm": (3, 6), "MatMul": (0, 1), "MatMulInteger": (0, 1),
+               "QLinearMatMul": (0, 3), "BatchNormalization": (2,), "InstanceNormalization": (1, 2),
+               "LayerNormalization": (1, 2), "PRelu": (1,)}
+# Ops a stored tensor passes through on its way to the op that uses it (their data input is slot 0).
+PASS_THROUGH = {"DequantizeLinear", "Cast", "Transpose", "Reshape", "Identity", "Unsqueeze", "Squeeze", "Flatten"}
+# Products whose bias is a separate Add: MatMul, and the integer forms after rescaling (Cast, Mul).
+BIAS_ADDED_AFTER = {"ConvInteger", "MatMulInteger", "MatMul"}
 
 # op type -> (index of the data input, index of the weight input)
 CONV_OPS = {"Conv": (0, 1), "ConvInteger": (0, 1), "QLinearConv": (0, 3), "ConvTranspose": (0, 1)}
@@ -50,8 +57,38 @@ def onnx_stats(path):
 
 
 def count_params(graph):
-    return sum(math.prod(t.dims) for t in graph.initializer
-               if t.data_type in WEIGHT_TYPES and math.prod(t.dims) >= 2)
+    """Element count of the stored tensors the graph uses as parameters (module docstring), once per use:
+    exporters and optimizers store equal tensors once (an untrained model's zero biases) and hand the one
+    tensor to every conv that has those values."""
+    consumers, producer = {}, {}
+    for node in graph.node:
+        for slot, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, slot))
+        for name in node.output:
+            producer[name] = node
+    return sum(math.prod(t.dims) * _param_uses(t.name, consumers, producer) for t in graph.initializer)
+
+
+def _param_uses(name, consumers, producer):
+    """How many parameter slots a stored tensor reaches, through :data:`PASS_THROUGH` ops."""
+    pending, uses = [name], 0
+    while pending:
+        tensor = pending.pop()
+        for node, slot in consumers.get(tensor, ()):
+            if node.op_type in PASS_THROUGH and slot == 0:
+                pending += node.output[:1]
+            elif slot in PARAM_SLOTS.get(node.op_type, ()) or (
+                    node.op_type == "Add" and _is_bias_add(node, slot, producer)):
+                uses += 1
+    return uses
+
+
+def _is_bias_add(node, slot, producer):
+    """An Add whose other operand is the (rescaled) result of a product in :data:`BIAS_ADDED_AFTER`."""
+    source = producer.get(node.input[1 - slot]) if len(node.input) == 2 else None
+    while source is not None and source.op_type in ("Cast", "Mul", "Reshape"):
+        source = producer.get(source.input[0])
+    return source is not None and source.op_type in BIAS_ADDED_AFTER
 
 
 def _external_data_bytes(graph, folder):

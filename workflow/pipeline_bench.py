@@ -14,7 +14,8 @@ the YUV model's (resize the planes -> infer), single-threaded and with
 ``benchmark.pipeline.workers`` worker threads. Writes, beside ``--out``:
 
   table.csv   seed 000's table: per resolution, latency (p50, ms), single-thread fps and
-              multi-thread fps of both models, and the YUV model's gain in %
+              multi-thread fps of both models, and the YUV model's gain in %; ``imgsz`` is the
+              models' input size (HxW) every frame is resized to
   fig20.csv   seed 000's Fig. 20 data: the gains against the image area (pixels)
 
 and ``--out`` (all measurements and provenance) last. Gains: latency
@@ -28,20 +29,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow.benchmark import failed_result, run_on_device
+from workflow.benchmark import check_runtime_listed, device_settings, failed_result, run_on_device
 from workflow.config import check_device, load_params, params_hash
 from workflow.errors import UserError, cli
-from workflow.inventory import device_profile
+from workflow.inventory import device_kind, device_profile
 from workflow.io import atomic_path, sha256_file, write_json
 from workflow.provenance import provenance
 from workflow.remote import DeviceFailure
 
-TABLE_COLUMNS = ["width", "height", "area_px", "status", "reason",
+TABLE_COLUMNS = ["width", "height", "area_px", "imgsz", "status", "reason",
                  "rgb_latency_ms", "rgb_single_fps", "rgb_multi_fps",
                  "yuv_latency_ms", "yuv_single_fps", "yuv_multi_fps",
                  "gain_latency_pct", "gain_single_pct", "gain_multi_pct",
                  "rgb_resize_ms", "rgb_color_conversion_ms", "rgb_infer_ms",
-                 "yuv_resize_ms", "yuv_color_conversion_ms", "yuv_infer_ms", "workers"]
+                 "yuv_resize_ms", "yuv_color_conversion_ms", "yuv_infer_ms", "workers", "device_kind"]
 FIG20_COLUMNS = ["area_px", "width", "height", "gain_latency_pct", "gain_single_pct", "gain_multi_pct"]
 
 
@@ -69,9 +70,11 @@ def table_rows(result, resolutions):
         return [{"width": w, "height": h, "area_px": w * h, "status": "failed", "reason": result["reason"]}
                 for w, h in resolutions]
     rows = []
+    imgsz = "x".join(map(str, result["models"]["rgb"]["input_hw"]))  # what each frame is resized to
     for entry in result["resolutions"]:
         rgb, yuv = entry["rgb"], entry["yuv"]
-        row = {"width": entry["width"], "height": entry["height"], "area_px": entry["area_px"], "status": "ok",
+        row = {"width": entry["width"], "height": entry["height"], "area_px": entry["area_px"], "imgsz": imgsz,
+               "status": "ok",
                "reason": "", "workers": yuv["multi_thread"]["workers"]}
         for kind, data in (("rgb", rgb), ("yuv", yuv)):
             row[f"{kind}_latency_ms"] = data["single_thread"]["latency_ms"]["p50"]
@@ -87,13 +90,13 @@ def table_rows(result, resolutions):
 
 
 def pipeline_bench(params, device, rgb_model, yuv_model):
-    settings = params["benchmark"]["pipeline"]
+    profile = device_profile(device, params["benchmark"]["inventory"])
+    settings = device_settings(params["benchmark"], profile)["pipeline"]
     for path in (rgb_model, yuv_model):
         if not Path(path).is_file():
             raise UserError(f"{path}: model artifact not found (run the export stage)")
     frame = Path(settings["frame"]) if settings["frame"] else default_frame()
     photo = read_photo(frame)
-    profile = device_profile(device, params["benchmark"]["inventory"])
     resolutions = [tuple(r) for r in settings["resolutions"]]
     runner_args = ["--pipeline", "--runtime", "onnxruntime",
                    "--resolutions", ",".join(f"{w}x{h}" for w, h in resolutions),
@@ -108,17 +111,20 @@ def pipeline_bench(params, device, rgb_model, yuv_model):
         np.save(frame_npy, photo)
         files = {"--model": Path(rgb_model), "--yuv-model": Path(yuv_model), "--frame": frame_npy}
         try:
+            check_runtime_listed(profile, "onnxruntime")
             result, deploy = run_on_device(device, runner_args, files, workdir, params["benchmark"]["inventory"])
         except DeviceFailure as failure:
             result = failed_result(device, failure)
+    kind = device_kind(profile)
     return {
         "device": device,
+        "device_kind": kind,
         "rgb_artifact": str(rgb_model), "rgb_sha256": sha256_file(rgb_model),
         "yuv_artifact": str(yuv_model), "yuv_sha256": sha256_file(yuv_model),
         "photo": {"path": str(frame), "sha256": sha256_file(frame), "height": photo.shape[0], "width": photo.shape[1]},
         **result,
         "deploy": deploy,
-        "table": table_rows(result, resolutions),
+        "table": [{**row, "device_kind": kind} for row in table_rows(result, resolutions)],
         "provenance": provenance(params_hash(settings), extra_packages=("opencv-python",)),
     }
 

@@ -39,7 +39,7 @@ from workflow.finetune import sgd, train_epoch
 from workflow.input_pipeline import PackedData
 from workflow.io import sha256_file, write_json, write_text
 from workflow.model_specs import prune_settings, total_epochs
-from workflow.models import example_inputs, layer_shapes
+from workflow.models import count_params, example_inputs, layer_shapes
 from workflow.provenance import provenance
 from workflow.train import evaluate, load_frozen, resolve_device, save_torch, seed_everything
 
@@ -54,10 +54,10 @@ def conv_channels(model):
 
 def footprint(model, example):
     """Parameters, MACs per image and serialized size of the model as it is now."""
-    macs, params = tp.utils.count_ops_and_params(model, example)
+    macs, _ = tp.utils.count_ops_and_params(model, example)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
-    return {"params": int(params), "macs": int(macs), "size_bytes": buffer.getbuffer().nbytes}
+    return {"params": count_params(model), "macs": int(macs), "size_bytes": buffer.getbuffer().nbytes}
 
 
 def slimming_pruner(model, example, settings):
@@ -154,7 +154,7 @@ def prune(params, model_name, source, data_dir, out_dir):
         "top1": final["top1"], "loss": final["loss"], "per_class_top1": dict(zip(classes, final["per_class_top1"])),
         "epochs": settings["sparse_epochs"] + settings["iterations"] * settings["finetune_epochs"],
         "total_epochs": total_epochs(params, model_name), "lr": settings["lr"], "train_images": len(dataset),
-        "test_images": len(data.test_labels), "params": sum(p.numel() for p in model.parameters()),
+        "test_images": len(data.test_labels), "params": count_params(model),
         "device": str(device), "wall_time_s": round(train_seconds, 2), "model_sha256": sha256_file(model_path),
         "teacher": None, "kd_type": None, "kd_alpha": None,
         "prune_from": settings["from"], "prune_ratio": settings["ratio"], "prune_iteration": settings["iterations"],

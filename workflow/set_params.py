@@ -11,7 +11,6 @@ import argparse
 import io
 from pathlib import Path
 
-import yaml
 from ruamel.yaml import YAML
 
 from workflow import sources as data_sources
@@ -19,7 +18,7 @@ from workflow.config import validate
 from workflow.detection import source as detection_source
 from workflow.errors import UserError, cli
 from workflow.io import write_text
-from workflow.schema import read_yaml
+from workflow.schema import clip, load_yaml_text, read_yaml
 
 
 def parse_assignments(assignments):
@@ -27,8 +26,8 @@ def parse_assignments(assignments):
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
         if not sep or not key:
-            raise UserError(f"{assignment!r}: expected key=value, e.g. data.source=npz")
-        values[key] = yaml.safe_load(raw)
+            raise UserError(f"{clip(assignment)!r}: expected key=value, e.g. data.source=npz")
+        values[key] = load_yaml_text(raw, f"the value of {clip(key)}")
     return values
 
 
@@ -44,20 +43,21 @@ def set_keys(path, assignments):
 def set_values(path, values, origins=None):
     """Set dotted keys in params.yaml; ``origins`` says where each value came from (for errors)."""
     path = Path(path)
+    read_yaml(path, "file not found (run from the repository root)", "sections at the top level")  # bounded
     rt = YAML()
     rt.preserve_quotes = True
     doc = rt.load(path.read_text())
     for key, value in values.items():
-        node, parts = doc, key.split(".")
+        node, parts = doc, str(key).split(".")
         for part in parts[:-1]:
             if not isinstance(node, dict) or part not in node:
-                raise UserError(f"{path}: key '{key}': no section '{part}'")
+                raise UserError(f"{path}: key '{clip(key)}': no section '{clip(part)}'")
             node = node[part]
         node[parts[-1]] = value
     buffer = io.StringIO()
     rt.dump(doc, buffer)
     text = buffer.getvalue()
-    params = validate(yaml.safe_load(text), str(path))
+    params = validate(load_yaml_text(text, path), str(path))
     check_data_sources(params, origins or dict.fromkeys(values, "command line"), str(path))
     write_text(path, text)
 

@@ -211,7 +211,7 @@ def convert(params, source, calib, manifest_path, out, settings, checkpoint=None
             "calibration": "minmax" if settings["precision"] == "int8" else None,
             "converter_version": converter_version(settings["converter"]),
             "input_format": manifest["color_format"], "source_model": str(source),
-            "params": stats["params"], "macs": stats["macs"]}
+            "params": stats["params"], "macs": stats["macs"]}  # a converted file's own count replaces params
     start = time.perf_counter()
     try:
         with (atomic_path(out) as tmp, tempfile.TemporaryDirectory(prefix="tflite.") as work):

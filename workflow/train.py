@@ -38,7 +38,7 @@ from workflow.errors import UserError, cli
 from workflow.input_pipeline import PackedData
 from workflow.io import atomic_path, sha256_file, write_json, write_text
 from workflow.model_specs import distill_settings, total_epochs
-from workflow.models import build_model, load_checkpoint
+from workflow.models import build_model, count_params, load_checkpoint
 from workflow.provenance import provenance
 
 
@@ -288,7 +288,7 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, in
         "epochs": cfg["epochs"], "total_epochs": total_epochs(params, model_name), "lr": cfg["lr"],
         "train_images": len(dataset), "test_images": len(test_set),
         **distill_metrics(kd, distillation),
-        "params": sum(p.numel() for p in model.parameters()), "device": str(device),
+        "params": count_params(model), "device": str(device),
         "wall_time_s": round(train_seconds, 2), "model_sha256": sha256_file(model_path),
         "provenance": provenance(run_key),
     }

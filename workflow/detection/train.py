@@ -39,6 +39,7 @@ from workflow.detection.pack import verify_split
 from workflow.detection.plan import imgsz_hw
 from workflow.errors import UserError, cli
 from workflow.io import atomic_path, write_json
+from workflow.models import count_params
 from workflow.provenance import provenance
 
 
@@ -180,7 +181,7 @@ def train(params, name, data_dir, out_dir, checkpoints, teacher_cli, prune_from=
         "model": name, "spec": spec, "imgsz": list(imgsz_hw(spec)), "train_imgsz": max(imgsz_hw(spec)),
         "epochs": spec["prune"]["finetune_epochs"] * spec["prune"]["iterations"] if spec.get("prune")
         else det["train"]["epochs"], "train_images": manifest["splits"]["train"]["images"],
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": count_params(model),  # workflow/onnx_stats.py's rule
         "teacher": str(teacher) if teacher else None, "kd": spec.get("kd"), "kd_factor": spec.get("kd_factor"),
         "val_map50": final.get("metrics/mAP50(B)"), "val_map50_95": final.get("metrics/mAP50-95(B)"),
         "train_seconds": seconds, "resumed_from": str(resume) if resume else None,
