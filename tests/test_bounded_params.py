@@ -47,7 +47,7 @@ def limited(command, cwd=REPO):
 
 
 def pack_stage(params):
-    return limited([sys.executable, "-m", "workflow.pack", "--params", str(params), "--format", "rgb",
+    return limited([sys.executable, "-m", "workflow.pack", "--params", str(params), "--split", "eval", "--format", "rgb",
                     "--out", str(params.parent / "packed")])
 
 

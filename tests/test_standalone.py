@@ -80,12 +80,13 @@ def test_paper_run_starts_offline_from_the_repository_data(paper, tmp_path):
         assert jobs["pack"] >= 1 and jobs["train"] >= 1 and jobs["paper_table"] == 1, jobs
         return
     detection = paper == "od_quant_kd_imx8"
-    result = run_paper(project, paper, "--until", "pack", *(["det_pack"] if detection else []))
+    result = run_paper(project, paper, "--until", "pack_train", "pack", *(["det_pack"] if detection else []))
     output = result.stdout + result.stderr
-    packs = ["pack-rgb"] + (["det-pack"] if detection else ["pack-yuv420"])
+    packs = ["pack-train", "pack-rgb"] + (["det-pack"] if detection else ["pack-yuv420"])
     assert f"DVC recorded {len(packs)} completed stage(s)" in output
-    manifest = json.loads((project / "data/packed/rgb/manifest.json").read_text())
-    assert manifest["splits"]["train"]["count"] == 1024 and manifest["source"]["kind"] == "cifar10"
+    train = json.loads((project / "data/packed/train/manifest.json").read_text())
+    assert train["count"] == 1024 and train["source"]["kind"] == "cifar10"
+    assert json.loads((project / "data/packed/rgb/manifest.json").read_text())["splits"]["test"]["count"] == 256
     if detection:
         assert json.loads((project / "data/detection/manifest.json").read_text())["splits"]["calib"]["images"] == 8
     assert not set(yaml.safe_load(sh(project, "dvc", "status", "--json", *packs).stdout))  # recorded: current
