@@ -10,7 +10,7 @@ rule prune:
         data=["data/packed/rgb/train.npy", "data/packed/rgb/manifest.json"],
         test=packed("test.npy"),
         manifest=packed("manifest.json"),
-        code=["workflow/prune.py", "workflow/finetune.py", "workflow/models.py"],
+        code=["workflow/prune.py", *TRAINING_CODE],
     wildcard_constraints:
         model="|".join(PRUNED_MODELS) or "^$",
     params:
