@@ -30,6 +30,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from workflow.config import load_params
 from workflow.errors import UserError, cli, positive_int
 
 RENDEZVOUS_PORT = 29500
@@ -136,6 +137,13 @@ def world_from_env(train, environ=os.environ):
     return World(int(environ["RANK"]), expected, int(environ.get("LOCAL_RANK", "0")))
 
 
+def launcher(world, environ=os.environ):
+    """What started this process's world: srun, torchrun, or nothing (one process)."""
+    if world.size == 1:
+        return None
+    return "srun" if "SLURM_PROCID" in environ and "TORCHELASTIC_RUN_ID" not in environ else "torchrun"
+
+
 def init_group(world, device):
     """Join the process group (NCCL for CUDA devices, gloo otherwise); nothing for one process."""
     if world.size == 1:
@@ -168,15 +176,21 @@ def all_reduce_sum(world, values, device):
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Start the processes of one data-parallel training job.")
+    parser = argparse.ArgumentParser(description="Start the processes of one data-parallel training job.",
+                                     usage="%(prog)s --nproc-per-node N [--nnodes M] [--threads T] -m MODULE [ARGS ...]")
     parser.add_argument("--nproc-per-node", type=positive_int, required=True)
     parser.add_argument("--nnodes", type=positive_int, default=1)
     parser.add_argument("--threads", type=positive_int, default=1, help="CPU threads per process")
-    parser.add_argument("-m", dest="module", required=True, help="the module every process runs")
-    parser.add_argument("args", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    parser.add_argument("-m", dest="module", required=True, help="the module every process runs; the arguments "
+                        "after it are the module's")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    split = argv.index("-m") + 2 if "-m" in argv else len(argv)  # as python -m: the rest belongs to the module
+    args = parser.parse_args(argv[:split])
+    args.args = argv[split:]
+    if "--params" in args.args:  # a mistake in params.yaml is one line here, before any process starts
+        load_params(args.args[args.args.index("--params") + 1])
     argv = launcher_argv(args.nproc_per_node, args.nnodes, args.threads, args.module, args.args)
-    env = {**os.environ, "WORLD_SIZE": str(args.nproc_per_node * args.nnodes)}
+    env = {**os.environ, "WORLD_SIZE": str(args.nproc_per_node * args.nnodes), "OMP_NUM_THREADS": str(args.threads)}
     if argv[0] == "srun":
         env.setdefault("MASTER_PORT", str(_free_port()))
     sys.stdout.flush()

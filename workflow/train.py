@@ -30,7 +30,7 @@ from workflow.colorspace import rgb_to_i420, split_i420
 from workflow.config import load_params, params_hash
 from workflow.datasets import load_packed
 from workflow.distill import FeatureDistiller, output_kd_loss
-from workflow.distributed import barrier, init_group, leave, world_from_env
+from workflow.distributed import barrier, init_group, launcher, leave, world_from_env
 from workflow.errors import UserError, cli
 from workflow.io import read_json, sha256_file, write_json
 from workflow.model_specs import distill_settings, total_epochs
@@ -253,7 +253,7 @@ def train_model(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path, i
         "train_images": len(data["train"]), "test_images": len(data["test_y"]),
         **distill_metrics(kd, distillation),
         "params": sum(p.numel() for p in model.parameters()), "device": str(device),
-        "world_size": world.size, "batch_size": cfg["batch_size"],
+        "world_size": world.size, "launcher": launcher(world), "batch_size": cfg["batch_size"],
         "wall_time_s": round(train_seconds, 2),
         # images/s of the training loop alone (augmentation, forward, backward, step; no evaluation)
         "train_images_per_s": round(sum(h["images"] for h in history) / sum(h["loop_seconds"] for h in history), 2),
@@ -294,8 +294,9 @@ def main(argv=None):
     params = load_params(args.params)
     ckpt_dir = args.checkpoints or f"results/checkpoints/{args.model}"
     metrics = train(params, args.model, args.data, args.out, ckpt_dir, args.teacher, args.init)
-    print(f"{args.model}: test top-1 {metrics['top1']:.4f} after {metrics['epochs']} epochs "
-          f"({metrics['wall_time_s']:.0f} s)")
+    if metrics is not None:  # the main process of a DDP job
+        print(f"{args.model}: test top-1 {metrics['top1']:.4f} after {metrics['epochs']} epochs "
+              f"({metrics['wall_time_s']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -108,18 +108,10 @@ def distribute(module, world, device):
 
 
 # ----------------------------------------------------------------------------- epochs
-def per_process_batch(batch_size, world):
-    """train.batch_size is the global batch: each of the world's processes takes an equal share."""
-    if batch_size % world.size:
-        raise UserError(f"params.yaml: key 'train.batch_size': got {batch_size}, expected a multiple of the "
-                        f"{world.size} training processes (it is the global batch, split evenly)")
-    return batch_size // world.size
-
-
 def epoch_loader(dataset, cfg, seed, stream, world=SINGLE):
     """This process's DataLoader for one epoch, its order and augmentation fixed by (seed, stream, rank)."""
     seed_everything(stream_seed(seed, stream, world.rank))  # augmentation and noise in the main process
-    batch = per_process_batch(cfg["batch_size"], world)
+    batch = cfg["batch_size"] // world.size  # the global batch, split evenly (checked with params.yaml)
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world.size, rank=world.rank, shuffle=True,
                                                   seed=stream_seed(seed, stream))
     generator = torch.Generator().manual_seed(stream_seed(seed, stream, world.rank))  # worker seeds
