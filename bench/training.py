@@ -238,7 +238,7 @@ def bare_ultralytics_loop(det, threads, steps=6):
 def section_detection(tmp):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     det = params["detection"]
-    det["data"].update(path=str(COCO128), val_fraction=0.25)
+    det["data"].update(path=str(COCO128), val_fraction=0.25, calib_subset=8)  # 24 train / 8 val images
     det["train"].update(epochs=3)
     params_path = tmp / "det.yaml"
     params_path.write_text(yaml.safe_dump(params))
@@ -260,27 +260,28 @@ def main():
     parser.add_argument("--sections", nargs="+", default=["stage", "ddp", "detection"],
                         choices=["stage", "ddp", "detection"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[32, 224], choices=[32, 224])
+    parser.add_argument("--train-images", type=int, help="training images per size (default: 1024 at 32 px, "
+                        "256 at 224 px); fewer for a quick check on a busy machine")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "training.json"))
     parser.add_argument("--machine-note", default="shared 2-core machine (other jobs running): rerun on an idle "
                                                   "machine for final figures")
     args = parser.parse_args()
+    if args.train_images:
+        TRAIN_IMAGES.update(dict.fromkeys(TRAIN_IMAGES, args.train_images))
     out = Path(args.out)
     result = json.loads(out.read_text()) if out.exists() else {}
-    with tempfile.TemporaryDirectory(prefix="bench-training.") as tmp:
-        tmp = Path(tmp)
-        if "stage" in args.sections:
-            result["stage_vs_floor"] = section_stage(tmp, args.sizes, args.threads, args.batch)
-        if "ddp" in args.sections:
-            result["ddp"] = section_ddp(tmp, args.batch)
-        if "detection" in args.sections:
-            result["detection"] = section_detection(tmp)
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     result.update(target={"stage_vs_floor": ">= 0.8 on CPU"}, cuda=cuda, cpu=platform.processor() or platform.machine(),
-                  cpu_count=os.cpu_count(), torch=torch.__version__, machine_note=args.machine_note,
-                  command=f"python bench/training.py --sections {' '.join(args.sections)}")
-    write_json(out, result)
+                  cpu_count=os.cpu_count(), torch=torch.__version__, machine_note=args.machine_note)
+    sections = {"stage": lambda tmp: section_stage(tmp, args.sizes, args.threads, args.batch),
+                "ddp": lambda tmp: section_ddp(tmp, args.batch), "detection": section_detection}
+    with tempfile.TemporaryDirectory(prefix="bench-training.") as tmp:
+        for name in args.sections:
+            result[name] = sections[name](Path(tmp))
+            result.setdefault("commands", {})[name] = " ".join(["python bench/training.py", *sys.argv[1:]])
+            write_json(out, result)  # after every section: a long run keeps what it measured
     print(f"wrote {out}")
 
 

@@ -13,6 +13,10 @@ augmented image through the same RGB->I420 conversion the pack stage uses, so
 both input formats see identical augmented content. Evaluation uses each
 format's own packed test split.
 
+With train.processes_per_node x train.nodes > 1 it runs as that many DDP processes (started by
+``python -m workflow.distributed``; workflow/distributed.py): each trains on its share of every epoch,
+the metrics are summed over all of them, and only the first writes checkpoints and outputs.
+
 A model may set its own ``epochs``, ``lr`` and ``schedule``. With ``distill`` it learns from a
 teacher checkpoint (--teacher; workflow/distill.py): the teacher (frozen, eval mode)
 sees the same augmented image in its own input format, before sensor noise; ``init``

@@ -116,8 +116,7 @@ def epoch_loader(dataset, cfg, seed, stream, world=SINGLE):
                                                   seed=stream_seed(seed, stream))
     generator = torch.Generator().manual_seed(stream_seed(seed, stream, world.rank))  # worker seeds
     return torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, generator=generator,
-                                       num_workers=cfg["num_workers"], drop_last=len(sampler) > batch,
-                                       persistent_workers=False)
+                                       num_workers=cfg["num_workers"], drop_last=len(sampler) > batch)
 
 
 def train_one_epoch(module, loader, optimizer, loss_fn, device, world=SINGLE, after_backward=None, max_steps=None,
