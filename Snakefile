@@ -7,9 +7,10 @@
 import re
 from pathlib import Path
 
-from workflow.dag import (FORMATS, PACKED, artifact_path, artifacts_by_producer, artifacts_of, benchmark_keys,
-                          device_deps, hailo_args, qat_args, quantize_args, report_path, stages, tflite_args,
-                          upstream_args)
+from workflow.dag import (FORMATS, PACKED, TRAINING_CODE, artifact_path, artifacts_by_producer, artifacts_of,
+                          benchmark_keys, device_deps, hailo_args, qat_args, quantize_args, report_path, stages,
+                          tflite_args, train_command, upstream_args)
+from workflow.distributed import job_resources
 from workflow.detection import plan as det_plan
 from workflow.errors import UserError
 from workflow.pack import EVAL_KEYS, TRAIN_KEYS

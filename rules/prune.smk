@@ -10,7 +10,7 @@ rule prune:
         data="data/packed/train",
         test=packed("test.npy"),
         manifest=packed("manifest.json"),
-        code=["workflow/prune.py", "workflow/finetune.py", "workflow/models.py", "workflow/input_pipeline.py"],
+        code=["workflow/prune.py", "workflow/input_pipeline.py", *TRAINING_CODE],
     wildcard_constraints:
         model="|".join(PRUNED_MODELS) or "^$",
     params:

@@ -10,7 +10,7 @@ rule qat:
         test=packed("test.npy"),
         calib=packed("calib.npy"),
         manifest=packed("manifest.json"),
-        code=["workflow/qat.py", "workflow/finetune.py", "workflow/input_pipeline.py"],
+        code=["workflow/qat.py", "workflow/input_pipeline.py", *TRAINING_CODE],
     wildcard_constraints:
         artifact="|".join(artifacts_by_producer(P, "qat")) or "^$",
     params:

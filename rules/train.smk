@@ -1,5 +1,5 @@
 rule train:
-    """Train one model variant of params.yaml `models` (checkpoint every epoch, resumable)."""
+    """Train one model variant of params.yaml `models` (checkpoint every epoch, resumable; DDP by train.processes_per_node x train.nodes)."""
     output:
         "results/models/{model}/model.pt",
         metrics="results/models/{model}/train_metrics.json",
@@ -9,8 +9,7 @@ rule train:
         packed("test.npy"),
         packed("manifest.json"),
         "workflow/input_pipeline.py",
-        "workflow/train.py",
-        "workflow/models.py",
+        TRAINING_CODE,
         # a distilled model's teacher and init checkpoints, and the KD code
         lambda wc: upstream_args(P["models"][wc.model])[1],
         lambda wc: ["workflow/distill.py"] if "distill" in P["models"][wc.model] else [],
@@ -18,15 +17,14 @@ rule train:
         model="|".join(TRAINED_MODELS) or "^$",
     params:
         train=lambda wc: {"seed": P["seed"], "train": P["train"], "model": P["models"][wc.model]},
-        upstream=lambda wc: upstream_args(P["models"][wc.model])[0],
-    threads: P["train"]["num_threads"]
+        command=lambda wc: train_command(P, wc.model),
+    # every process's threads on this machine (on Slurm, cpus_per_task applies to each task)
+    threads: P["train"]["num_threads"] * P["train"]["processes_per_node"]
     resources:
-        gpu=lambda wc: int(P["train"]["device"] == "cuda"),
+        **job_resources(P["train"]),
     log:
         "logs/train/{model}.log",
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m workflow.train --params params.yaml --model {wildcards.model} --data data/packed "
-        "--out results/models/{wildcards.model}{params.upstream}"
-        " > {log} 2>&1"
+        "{params.command} > {log} 2>&1"

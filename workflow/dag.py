@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from workflow.config import load_params
+from workflow.distributed import launch_command
 from workflow.errors import cli
 from workflow.model_specs import qat_settings, upstream_models
 
@@ -23,6 +24,8 @@ PARAMS = "params.yaml"
 PACKED = "data/packed"
 PACKED_TRAIN = f"{PACKED}/train"  # the training split (a folder: images.npy, or JPEG shards + index.npy)
 FORMATS = ("rgb", "yuv420")
+# The training library and what it builds on: code of the train, prune and QAT stages.
+TRAINING_CODE = ["workflow/train.py", "workflow/training.py", "workflow/distributed.py", "workflow/models.py"]
 # An artifact's name starts with its file format: onnx-fp32, onnx-int8-static, tflite-fp16 ...
 FILE_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "hef": ".hef"}
 BENCHMARK_KEYS = ("warmup_runs", "min_runs", "min_duration_s", "threads", "samples", "stream_workers",
@@ -125,7 +128,7 @@ def qat_stage(params, model, artifact):
         f"python -m workflow.qat --params {PARAMS} --checkpoint {checkpoint} --reference {reference} "
         f"--data {PACKED} {options} --out {out}",
         [checkpoint, reference, PACKED_TRAIN, packed(fmt, "test.npy"), packed(fmt, "calib.npy"),
-         packed(fmt, "manifest.json"), "workflow/qat.py", "workflow/finetune.py", "workflow/input_pipeline.py"],
+         packed(fmt, "manifest.json"), "workflow/qat.py", "workflow/input_pipeline.py", *TRAINING_CODE],
         [out, report_path(model, artifact)], params=["seed", "train", "export", "data.calib_subset",
                                                      f"artifacts.{artifact}"])
 
@@ -142,6 +145,13 @@ def upstream_args(spec):
     return args, files
 
 
+def train_command(params, model):
+    """The train stage's command: ``python -m workflow.train ...``, through the DDP launcher for several processes."""
+    args = upstream_args(params["models"][model])[0]
+    return launch_command(params["train"], "workflow.train",
+                          f"--params {PARAMS} --model {model} --data {PACKED} --out results/models/{model}{args}")
+
+
 def train_stage(params, model):
     """train (workflow.train), or prune (workflow.prune) for a model with a prune section: same outputs."""
     spec = params["models"][model]
@@ -153,15 +163,14 @@ def train_stage(params, model):
             f"prune-{model}",
             f"python -m workflow.prune --params {PARAMS} --model {model} --source {source} --data {PACKED} "
             f"--out {model_dir}",
-            [source, *data, "workflow/prune.py", "workflow/finetune.py", "workflow/models.py"],
+            [source, *data, "workflow/prune.py", *TRAINING_CODE],
             [f"{model_dir}/model.pt"], params=["seed", "train", f"models.{model}"],
             metrics=[f"{model_dir}/train_metrics.json", f"{model_dir}/prune_report.json"],
             plots=[f"{model_dir}/history.csv"])
-    args, upstream = upstream_args(spec)
+    upstream = upstream_args(spec)[1]
     return Stage(
-        f"train-{model}",
-        f"python -m workflow.train --params {PARAMS} --model {model} --data {PACKED} --out {model_dir}{args}",
-        [*data, *upstream, "workflow/train.py", "workflow/models.py"] + (["workflow/distill.py"] if upstream else []),
+        f"train-{model}", train_command(params, model),
+        [*data, *upstream, *TRAINING_CODE] + (["workflow/distill.py"] if upstream else []),
         [f"{model_dir}/model.pt"], params=["seed", "train", f"models.{model}"],
         metrics=[f"{model_dir}/train_metrics.json"], plots=[f"{model_dir}/history.csv"])
 

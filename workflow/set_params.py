@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from workflow.config import read_yaml, validate
 from workflow.errors import UserError, cli
@@ -37,6 +38,18 @@ def set_keys(path, assignments):
     set_values(path, parse_assignments(assignments))
 
 
+def flow_style(value):
+    """Lists in flow style, as params.yaml writes them (``[5]``): ruamel emits a block list that replaces a
+    flow one with the key's comment misplaced, and an empty one after such a comment as broken YAML."""
+    if isinstance(value, dict):
+        return CommentedMap((k, flow_style(v)) for k, v in value.items())
+    if isinstance(value, list):
+        out = CommentedSeq(flow_style(v) for v in value)
+        out.fa.set_flow_style()
+        return out
+    return value
+
+
 def set_values(path, values):
     path = Path(path)
     rt = YAML()
@@ -48,7 +61,7 @@ def set_values(path, values):
             if not isinstance(node, dict) or part not in node:
                 raise UserError(f"{path}: key '{key}': no section '{part}'")
             node = node[part]
-        node[parts[-1]] = value
+        node[parts[-1]] = flow_style(value)
     buffer = io.StringIO()
     rt.dump(doc, buffer)
     text = buffer.getvalue()
