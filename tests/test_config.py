@@ -115,6 +115,11 @@ def test_set_params_keeps_comments_and_rejects_bad_values(tmp_path):
     result = run_module("set_params", "--params", path, "train.epochs=zero")
     assert_one_line_error(result, "'train.epochs'")
     assert yaml.safe_load(path.read_text())["train"]["epochs"] == 3
+    # lists stay in flow style, so a later edit of the same key (here: to an empty list) stays valid YAML
+    run_module("set_params", "--params", path, "train.schedule.milestones=[5]", check=True)
+    run_module("set_params", "--params", path, "train.schedule.milestones=[]", check=True)
+    assert yaml.safe_load(path.read_text())["train"]["schedule"]["milestones"] == []
+    assert "milestones: []" in path.read_text() and "# epochs (absolute)" in path.read_text()
 
 
 @pytest.mark.parametrize("overlay, key, fragment", [

@@ -7,9 +7,11 @@ from conftest import IMAGENET, tiny_params
 from workflow.colorspace import rgb_to_i420, split_i420
 from workflow.config import validate
 from workflow.datasets import to_model_inputs
+from workflow.distributed import SINGLE, World
 from workflow.errors import UserError
 from workflow.input_pipeline import PackedData
 from workflow.pack import pack_eval, pack_train
+from workflow.training import epoch_loader
 
 CROP = {"scale": [0.08, 1.0], "ratio": [0.75, 4 / 3]}
 
@@ -58,17 +60,23 @@ def test_random_resized_crop_is_seeded(imagenet_packed):
 
 
 def test_loader_workers_read_the_shards_deterministically(imagenet_packed):
+    """The training library's epoch loader over the JPEG shards: 2 workers, and 2 DDP ranks' shares."""
     root, params = imagenet_packed
     train = PackedData(root, "rgb").train_set(params["train"]["augment"])
+    cfg = {**params["train"], "batch_size": 16, "num_workers": 2}
 
-    def first_batch(seed):
-        loader = torch.utils.data.DataLoader(train, batch_size=8, shuffle=True, num_workers=2,
-                                             generator=torch.Generator().manual_seed(seed))
-        return next(iter(loader))
+    def first_batch(seed, world=SINGLE):
+        return next(iter(epoch_loader(train, cfg, seed, stream=0, world=world)))
 
     a, b = first_batch(0), first_batch(0)
     torch.testing.assert_close(a[0][0], b[0][0])
-    assert torch.equal(a[2], b[2]) and a[0][0].shape == (8, 3, 224, 224)
+    assert torch.equal(a[2], b[2]) and a[0][0].shape == (16, 3, 224, 224) and a[0][0].dtype == torch.uint8
+    ranks = [epoch_loader(train, cfg, 0, stream=0, world=World(rank, 2)).sampler for rank in (0, 1)]
+    shares = [list(sampler) for sampler in ranks]
+    # equal shares covering every image (DistributedSampler repeats one to even out an odd count)
+    assert len(shares[0]) == len(shares[1]) == (len(train) + 1) // 2
+    assert set(shares[0]) | set(shares[1]) == set(range(len(train)))
+    assert first_batch(0, World(0, 2))[0][0].shape == (8, 3, 224, 224)  # each rank: its half of the batch
 
 
 def test_evaluation_reads_the_packed_split_as_it_is(imagenet_packed):

@@ -1,9 +1,10 @@
 """The DAG on a real single-node Slurm cluster through profiles/slurm (snakemake-executor-plugin-slurm).
 
 The test writes /etc/slurm/slurm.conf (the plugin removes SLURM_* variables, so SLURM_CONF
-cannot point elsewhere), starts munged, slurmctld and slurmd, runs pack + one short
-training through sbatch, and stops the daemons by their PIDs. Needs root and Debian's
-slurm-wlm and munge (scripts/ci-deps.sh installs them).
+cannot point elsewhere), starts munged, slurmctld and slurmd, runs both pack stages + one short
+training through sbatch, then a data-parallel training as one job of 2 tasks started by srun
+(gloo), and stops the daemons by their PIDs. Needs root and Debian's slurm-wlm and munge
+(scripts/ci-deps.sh installs them).
 """
 import json
 import os
@@ -160,30 +161,53 @@ def test_profile_names_existing_rules_and_defaults():
                                text=True, check=True).stdout.split())
     assert set(profile["set-resources"]) <= rules, set(profile["set-resources"]) - rules
     assert {"cpus_per_task", "mem_mb", "runtime"} <= set(profile["default-resources"])
-    assert profile["set-resources"]["train"]["gpu"] == 1
+    assert "gpu" not in profile["set-resources"]["train"]  # the rule asks for one GPU per training process
+
+
+def run_profile(project, *overrides):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {k: v for k, v in env.items() if not k.startswith("SLURM_")}
+    # The test node has no GPU: the only change to the profile is train's gpu request.
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--slurm-init-seconds-before-status-checks",
+         "1", "--set-resources", "train:gpu=0", *overrides, "--jobs", "2", TARGET],
+        cwd=project, capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_small_dag_runs_through_sbatch(cluster, project):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env = {k: v for k, v in env.items() if not k.startswith("SLURM_")}
     start = time.time()
-    # The test node has no GPU: the only change to the profile is train's gpu request.
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--slurm-init-seconds-before-status-checks",
-         "1", "--set-resources", "train:gpu=0", "--jobs", "2", TARGET],
-        cwd=project, capture_output=True, text=True, env=env, timeout=300)
+    result = run_profile(project)
     elapsed = time.time() - start
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    assert output.count("has been submitted with SLURM jobid") == 2, output[-3000:]  # pack, train
+    # pack_train, pack (the model's format), train
+    assert output.count("has been submitted with SLURM jobid") == 3, output[-3000:]
     metrics = json.loads((project / TARGET).read_text())
     assert metrics["model"] == "mobilenetv2-rgb" and 0.0 <= metrics["top1"] <= 1.0
-    # slurmctld allocated and completed both jobs on this node
+    # slurmctld allocated and completed every job on this node
     ctld_log = (cluster / "slurmctld.log").read_text()
-    assert ctld_log.count("sched: Allocate JobId=") >= 2, ctld_log[-2000:]
-    assert ctld_log.count("done") >= 2 or ctld_log.count("WEXITSTATUS 0") >= 2, ctld_log[-2000:]
-    # the submitting Snakemake recorded both stages in DVC (one state), not the jobs inside Slurm
-    assert "DVC recorded 2 completed stage(s)" in output
+    assert ctld_log.count("sched: Allocate JobId=") >= 3, ctld_log[-2000:]
+    assert ctld_log.count("done") >= 3 or ctld_log.count("WEXITSTATUS 0") >= 3, ctld_log[-2000:]
+    # the submitting Snakemake recorded the stages in DVC (one state), not the jobs inside Slurm
+    assert "DVC recorded 3 completed stage(s)" in output
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-    assert {"pack-rgb", "train-mobilenetv2-rgb"} <= set(lock), set(lock)
-    print(f"pack + train through sbatch: {elapsed:.0f} s")
+    assert {"pack-train", "pack-rgb", "train-mobilenetv2-rgb"} <= set(lock), set(lock)
+    print(f"pack_train, pack + train through sbatch: {elapsed:.0f} s")
+
+
+def test_data_parallel_training_is_one_job_of_two_srun_tasks(cluster, project):
+    """train.processes_per_node: 2 -> one sbatch job with 2 tasks; srun starts both DDP processes (gloo)."""
+    write_params(project / "params.yaml", tiny_params(train={"processes_per_node": 2, "num_threads": 1,
+                                                             "device": "cpu"}))
+    (project / TARGET).unlink(missing_ok=True)
+    # the node has 2 CPUs: one per task
+    result = run_profile(project, "--set-resources", "train:cpus_per_task=1")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    metrics = json.loads((project / TARGET).read_text())
+    # both processes joined one gloo group, each started by srun as a Slurm task (SLURM_PROCID 0 and 1)
+    assert metrics["world_size"] == 2 and metrics["launcher"] == "srun", metrics
+    log = (project / "logs/train/mobilenetv2-rgb.log").read_text()
+    assert "epoch 1/1" in log and "torch.distributed.run" not in log, log[-2000:]
+    last_job = (cluster / "slurmctld.log").read_text().split("_slurm_rpc_submit_batch_job")[-1]
+    assert "WEXITSTATUS 0" in last_job, last_job

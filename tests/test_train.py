@@ -9,7 +9,8 @@ import time
 import pytest
 
 from conftest import REPO, assert_one_line_error, run_module, tiny_params, write_params
-from workflow.train import lr_at, model_train_config
+from workflow.train import model_train_config
+from workflow.training import lr_at
 
 
 def test_mixed_schedule_cosine_then_steps():

@@ -225,6 +225,10 @@ def aggregate(params, results, out):
     table = pd.DataFrame(list(rows(params, results)), columns=COLUMNS)
     if table.empty:
         raise UserError("params.yaml: the experiment matrix is empty (no models or devices)")
+    # counts stay exact integers (a failed row's blank would make them floats, written to 6 digits)
+    counts = ["epochs", "prune_iteration", "test_images", "params", "macs", "size_bytes", "threads",
+              "throughput_best_threads"]
+    table[counts] = table[counts].apply(pd.to_numeric).round().astype("Int64")
     out = Path(out)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")

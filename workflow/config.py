@@ -55,6 +55,11 @@ def _check_semantics(params, source):
                 raise UserError(f"{source}: key 'models.{model}.artifacts.{i}': got {name!r}, expected one of "
                                 f"{', '.join(params['artifacts'])}")
     check_links(params, source)  # distill teachers, pruning sources
+    train, processes = params["train"], params["train"]["processes_per_node"] * params["train"]["nodes"]
+    if train["batch_size"] % processes:
+        raise UserError(f"{source}: key 'train.batch_size': got {train['batch_size']}, expected a multiple of the "
+                        f"{processes} training processes (train.processes_per_node x train.nodes; it is the global "
+                        "batch, split evenly)")
     for name, spec in params["artifacts"].items():
         if name != "onnx-fp32" and len(spec) != 1:
             raise UserError(f"{source}: key 'artifacts.{name}': got {len(spec)} producer keys "

@@ -26,6 +26,7 @@ import yaml
 from workflow import layout
 from workflow.config import load_params
 from workflow.detection import plan as det_plan
+from workflow.distributed import job_resources, launch_command
 from workflow.errors import UserError, cli
 from workflow.io import write_text
 from workflow.model_specs import upstream_models
@@ -33,6 +34,8 @@ from workflow.producers import artifacts_of, producer
 
 PARAMS = layout.PARAMS
 FORMATS = ("rgb", "yuv420")
+# The training library and what it builds on: code of the train, prune and QAT stages.
+TRAINING_CODE = ["workflow/train.py", "workflow/training.py", "workflow/distributed.py", "workflow/models.py"]
 BENCHMARK_KEYS = ("warmup_runs", "min_runs", "min_duration_s", "threads", "samples", "stream_workers",
                   "perf_counters", "rt", "accuracy", "emulated")
 # benchmark params that only some formats read
@@ -233,25 +236,28 @@ def training_data(fmt):
 
 
 def train_stage(params, model):
-    """train (workflow.train), or prune (workflow.prune) for a model with a prune section: same outputs."""
-    spec = params["models"][model]
-    cuda = {"gpu": int(params["train"]["device"] == "cuda")}
-    data, threads = training_data(spec["input_format"]), params["train"]["num_threads"]
-    out = layout.model_dir(model)
+    """train (workflow.train, through the DDP launcher for several processes), or prune (workflow.prune) for a
+    model with a prune section: same outputs."""
+    spec, train = params["models"][model], params["train"]
+    data, out = training_data(spec["input_format"]), layout.model_dir(model)
+    # every process's threads on this machine (on Slurm, cpus_per_task applies to each task)
+    threads, resources = train["num_threads"] * train["processes_per_node"], job_resources(train)
     if "prune" in spec:
         source = layout.checkpoint(spec["prune"]["from"])
         return stage(PRUNE, params, f"python -m workflow.prune --params {PARAMS} --model {model} --source {source} "
                                     f"--data {layout.PACKED} --out {out}",
-                     [source, *data, "workflow/prune.py", "workflow/finetune.py", "workflow/models.py"],
-                     ["seed", "train", f"models.{model}"], threads, cuda, model=model)
+                     [source, *data, "workflow/prune.py", *TRAINING_CODE],
+                     ["seed", "train", f"models.{model}"], train["num_threads"],
+                     {"gpu": int(train["device"] != "cpu")}, model=model)  # one process
     links = upstream_models(spec)
     roles = [role for role in ("teacher", "init") if role in links]
     upstream = "".join(f" --{role} {layout.checkpoint(links[role])}" for role in roles)
-    return stage(TRAIN, params, f"python -m workflow.train --params {PARAMS} --model {model} --data {layout.PACKED} "
-                                f"--out {out}{upstream}",
-                 [*data, *(layout.checkpoint(links[role]) for role in roles), "workflow/train.py", "workflow/models.py",
+    command = launch_command(train, "workflow.train",
+                             f"--params {PARAMS} --model {model} --data {layout.PACKED} --out {out}{upstream}")
+    return stage(TRAIN, params, command,
+                 [*data, *(layout.checkpoint(links[role]) for role in roles), *TRAINING_CODE,
                   *(["workflow/distill.py"] if roles else [])],
-                 ["seed", "train", f"models.{model}"], threads, cuda, model=model)
+                 ["seed", "train", f"models.{model}"], threads, resources, model=model)
 
 
 def export_stage(params, model):
@@ -283,7 +289,7 @@ def qat_stage(params, model, artifact):
                                f"--reference {reference} --data {layout.PACKED} --artifact {artifact} "
                                f"--out {layout.artifact_path(model, artifact)}",
                   [layout.checkpoint(model), reference, *training_data(fmt), *calibration(params, model),
-                   "workflow/qat.py", "workflow/finetune.py"],
+                   "workflow/qat.py", *TRAINING_CODE],
                   ["seed", "train", "export", "evaluate.batch_size", "data.calib_subset", f"artifacts.{artifact}"],
                   params["train"]["num_threads"], model=model, artifact=artifact)]
 

@@ -130,10 +130,12 @@ class TestSet(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return tuple(x[0] for x in self.inputs(i, i + 1)), self.labels[i]
 
-    def batches(self, batch_size):
-        """(inputs, labels) of consecutive batches, one read each."""
-        for start in range(0, len(self), batch_size):
-            yield self.inputs(start, start + batch_size), self.labels[start:start + batch_size]
+    def batches(self, batch_size, start=0, stop=None):
+        """(inputs, labels) of consecutive batches of images start..stop (default: all), one read each."""
+        stop = len(self) if stop is None else stop
+        for first in range(start, stop, batch_size):
+            last = min(first + batch_size, stop)
+            yield self.inputs(first, last), self.labels[first:last]
 
 
 class PackedData:

@@ -17,6 +17,8 @@ DISTILL_KEYS = {"output": {"alpha", "temperature"}, "feature": {"layers", "featu
 # Seed 003: 15 % of the channels per iteration, 2 iterations, fine-tuning after each.
 PRUNE_DEFAULTS = {"ratio": 0.15, "iterations": 2, "sparsity_lambda": 1.0e-4, "sparse_epochs": 1,
                   "finetune_epochs": 1, "lr": 0.01}
+FIXED_WIDTH = {"resnet18", "ai85nascifarnet"}  # architectures without a width multiplier
+RGB_ONLY = {"ai85nascifarnet"}  # its stem has stride 1: the YUV 4:2:0 split (Y at stride 2) does not apply
 QAT_DEFAULTS = {"epochs": 1, "steps": None, "lr": 0.001, "per_channel": True, "freeze_bn_after": None}
 
 
@@ -63,9 +65,12 @@ def upstream_models(spec):
 def check_links(params, source):
     models = params["models"]
     for name, spec in models.items():
-        if spec["arch"] == "resnet18" and spec["width_mult"] != 1.0:
+        if spec["arch"] in FIXED_WIDTH and spec["width_mult"] != 1.0:
             raise UserError(f"{source}: key 'models.{name}.width_mult': got {spec['width_mult']}, expected 1.0 "
-                            "(resnet18 has no width multiplier)")
+                            f"({spec['arch']} has no width multiplier)")
+        if spec["arch"] in RGB_ONLY and spec["input_format"] != "rgb":
+            raise UserError(f"{source}: key 'models.{name}.input_format': got {spec['input_format']!r}, expected "
+                            f"'rgb' ({spec['arch']} has no stride-2 stem to split into Y and UV branches)")
         if "distill" in spec and "prune" in spec:
             raise UserError(f"{source}: key 'models.{name}': distill and prune in one model (prune a distilled "
                             "model by naming it in prune.from)")

@@ -22,6 +22,15 @@ ResNet-18 for small inputs (a distillation teacher): the 7x7 stem becomes a 3x3
 stride-2 conv (so the YUV split still applies), the max-pool goes, and layer2's
 first block keeps stride 1: total stride 8, a 4x4 final map at 32x32 like MobileNetV2.
 
+ai85nascifarnet (seed 002): Maxim's NAS CIFAR network for the MAX78000, from the seed's
+layer list: ten conv + BN + ReLU blocks ("FusedConv2dBNReLU"), four of them with a 2x2
+max-pool before the conv ("FusedMaxPoolConv2dBNReLU"), then a 2x2x128 -> classes linear layer.
+The seed prints padding=1 for the last (1x1) conv; that would make its map 4x4, not the 2x2x128
+the linear layer reads, and add 196,608 MACs: padding 0 (as in Maxim's ai8x-training model) gives
+exactly the published 302,602 parameters and 36,180,992 MACs once BN is folded into the convs
+(as the export does). Its input scaling is the MAX78000's, (pixel - 128) / 128, one scalar for all
+channels, so the exported graph holds no per-channel constants beside the layers' weights.
+
 Pruned models (workflow/prune.py) have narrower layers than their spec builds; their
 checkpoint stores each layer's shape (:func:`layer_shapes`) and :func:`build_from_checkpoint`
 rebuilds exactly that architecture before loading the weights.
@@ -55,9 +64,9 @@ class RGBModel(nn.Module):
 
     input_names = ("image",)
 
-    def __init__(self, backbone):
+    def __init__(self, backbone, mean=RGB_MEAN, std=RGB_STD):
         super().__init__()
-        self.normalize = Normalize(RGB_MEAN, RGB_STD)
+        self.normalize = Normalize(mean, std)
         self.backbone = backbone
 
     def forward(self, image):
@@ -142,7 +151,43 @@ def resnet18(width_mult, num_classes, small_input):
     return net
 
 
-BACKBONES = {"mobilenetv2": mobilenetv2, "resnet18": resnet18}
+def conv_bn_relu(in_channels, out_channels, kernel_size, padding, max_pool=False):
+    """Maxim's FusedConv2dBNReLU, or FusedMaxPoolConv2dBNReLU with ``max_pool`` (2x2, stride 2, before the conv).
+    The conv has no bias of its own: BN's shift becomes the conv bias when BN is folded at export."""
+    pool = [nn.MaxPool2d(2, 2)] if max_pool else []
+    return nn.Sequential(*pool, nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
+class AI85NASCifarNet(nn.Module):
+    """ai85nascifarnet for 32x32 inputs (seed 002's layer list; module docstring)."""
+
+    # (in, out, kernel, padding, max-pool before the conv)
+    LAYERS = [(3, 64, 3, 1, False), (64, 32, 1, 0, False), (32, 64, 3, 1, False),
+              (64, 32, 3, 1, True), (32, 64, 1, 0, False),
+              (64, 128, 3, 1, True), (128, 128, 1, 0, False),
+              (128, 64, 3, 1, True), (64, 128, 3, 1, False),
+              (128, 128, 1, 0, True)]
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.features = nn.Sequential(*(conv_bn_relu(*layer) for layer in self.LAYERS))
+        self.classifier = nn.Linear(2 * 2 * 128, num_classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def ai85nascifarnet(width_mult, num_classes, small_input):
+    if width_mult != 1.0:
+        raise ValueError("ai85nascifarnet has no width multiplier (use width_mult: 1.0)")
+    return AI85NASCifarNet(num_classes)
+
+
+BACKBONES = {"mobilenetv2": mobilenetv2, "resnet18": resnet18, "ai85nascifarnet": ai85nascifarnet}
+# Fixed input sizes of architectures that have them (height, width).
+INPUT_SIZES = {"ai85nascifarnet": (32, 32)}
+MAX78000_MEAN, MAX78000_STD = (128.0,), (128.0,)  # ai8x: pixel - 128 as a signed 8-bit value, / 128
 
 
 def build_model(spec, num_classes, image_size):
@@ -150,6 +195,8 @@ def build_model(spec, num_classes, image_size):
     backbone = BACKBONES[spec["arch"]](spec["width_mult"], num_classes, small_input=image_size <= 64)
     if spec["input_format"] == "yuv420":
         return to_yuv420(backbone)
+    if spec["arch"] == "ai85nascifarnet":
+        return RGBModel(backbone, MAX78000_MEAN, MAX78000_STD)
     return RGBModel(backbone)
 
 

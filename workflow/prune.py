@@ -35,13 +35,13 @@ from torch import nn
 from workflow import layout
 from workflow.config import load_params, params_hash
 from workflow.errors import UserError, cli
-from workflow.finetune import sgd, train_epoch
 from workflow.input_pipeline import PackedData
-from workflow.io import sha256_file, write_json, write_text
+from workflow.io import sha256_file, write_json
 from workflow.model_specs import prune_settings, total_epochs
 from workflow.models import count_params, example_inputs, layer_shapes
 from workflow.provenance import provenance
-from workflow.train import evaluate, load_frozen, resolve_device, save_torch, seed_everything
+from workflow.training import (epoch_loader, evaluate, load_frozen, save_torch, setup, sgd, train_one_epoch,
+                               write_history)
 
 # No layer loses more than this share of its channels in one pass, so none disappears.
 MAX_LAYER_RATIO = 0.9
@@ -76,10 +76,7 @@ def prune(params, model_name, source, data_dir, out_dir):
     spec, cfg, seed = params["models"][model_name], params["train"], params["seed"]
     settings = prune_settings(spec)
     fmt = spec["input_format"]
-    device = resolve_device(cfg["device"])
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(cfg["num_threads"])
-    seed_everything(seed)
+    device = setup(cfg, seed)
 
     model, ckpt = load_frozen(source, "source")
     for p in model.parameters():
@@ -88,27 +85,29 @@ def prune(params, model_name, source, data_dir, out_dir):
     classes, height, width = ckpt["classes"], ckpt["height"], ckpt["width"]
     if data.classes != classes:
         raise UserError(f"{source}: trained on classes {classes}, the packed data has {data.classes}")
+    dataset, test_set = data.train_set(cfg["augment"]), data.test_set()
     model.to(device)
     example = tuple(x.to(device) for x in example_inputs(fmt, height, width))
-    dataset = data.train_set(cfg["augment"])
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
     history, epoch, start = [], 0, time.perf_counter()
 
     def fit(epochs, pruner, phase):
         nonlocal epoch
         optimizer = sgd(model, settings["lr"], cfg)  # fresh: the parameters change shape at each pass
         for _ in range(epochs):
-            stats = train_epoch(model, dataset, optimizer, cfg, seed, 500 + epoch, device,
-                                after_backward=lambda m: pruner.regularize(m))
-            test = evaluate(model, data.test_set(), len(classes), device)
+            loader = epoch_loader(dataset, cfg, seed, 500 + epoch)
+            stats = train_one_epoch(model, loader, optimizer, lambda logits, target, _: criterion(logits, target),
+                                    device, after_backward=pruner.regularize, desc=f"{model_name} {phase}")
+            test = evaluate(model, test_set, len(classes), device)
             epoch += 1
-            history.append({"epoch": epoch, "phase": phase, "lr": settings["lr"], **stats,
-                            "test_loss": test["loss"], "test_top1": test["top1"]})
+            history.append({"epoch": epoch, "phase": phase, "lr": settings["lr"], "train_loss": stats["train_loss"],
+                            "train_top1": stats["train_top1"], "test_loss": test["loss"], "test_top1": test["top1"]})
             print(f"{model_name} {phase} epoch {epoch}: train loss {stats['train_loss']:.4f} | "
                   f"test top1 {test['top1']:.4f}", flush=True)
 
     def record(iteration):
         model.eval()
-        test = evaluate(model, data.test_set(), len(classes), device)
+        test = evaluate(model, test_set, len(classes), device)
         return {"iteration": iteration, **footprint(model, example), "top1": test["top1"],
                 "channels": conv_channels(model)}
 
@@ -130,9 +129,7 @@ def prune(params, model_name, source, data_dir, out_dir):
     save_torch({"state_dict": model.state_dict(), "layer_shapes": layer_shapes(model), "spec": spec,
                 "name": model_name, "classes": classes, "height": height, "width": width,
                 "yuv_matrix": ckpt.get("yuv_matrix")}, model_path)
-    write_text(out_dir / "history.csv", "epoch,lr,train_loss,train_top1,test_loss,test_top1\n" + "".join(
-        f"{h['epoch']},{h['lr']:.6g},{h['train_loss']:.6f},{h['train_top1']:.6f},{h['test_loss']:.6f},"
-        f"{h['test_top1']:.6f}\n" for h in history))
+    write_history(out_dir / "history.csv", history)
     run_key = params_hash({"seed": seed, "model": spec, "train": cfg, "source": sha256_file(source),
                            "data": data.sha256})
     layers = list(iterations[0]["channels"])
@@ -148,13 +145,13 @@ def prune(params, model_name, source, data_dir, out_dir):
         "history": history, "provenance": provenance(run_key),
     }
     write_json(out_dir / "prune_report.json", report)
-    final = evaluate(model, data.test_set(), len(classes), torch.device("cpu"))
+    final = evaluate(model, test_set, len(classes), torch.device("cpu"))
     metrics = {
         "model": model_name, "input_format": fmt, "arch": spec["arch"], "width_mult": spec["width_mult"],
         "top1": final["top1"], "loss": final["loss"], "per_class_top1": dict(zip(classes, final["per_class_top1"])),
         "epochs": settings["sparse_epochs"] + settings["iterations"] * settings["finetune_epochs"],
         "total_epochs": total_epochs(params, model_name), "lr": settings["lr"], "train_images": len(dataset),
-        "test_images": len(data.test_labels), "params": count_params(model),
+        "test_images": len(test_set), "params": count_params(model),
         "device": str(device), "wall_time_s": round(train_seconds, 2), "model_sha256": sha256_file(model_path),
         "teacher": None, "kd_type": None, "kd_alpha": None,
         "prune_from": settings["from"], "prune_ratio": settings["ratio"], "prune_iteration": settings["iterations"],
@@ -170,7 +167,7 @@ def main(argv=None):
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", required=True, help="a key of params.yaml models with a prune section")
     parser.add_argument("--source", required=True, help="model.pt of the model named by prune.from")
-    parser.add_argument("--data", default=layout.PACKED, help="folder with the packed rgb/ and <format>/ splits")
+    parser.add_argument("--data", default=layout.PACKED, help="folder with the packed train/ and <format>/ splits")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     report, metrics = prune(load_params(args.params), args.model, args.source, args.data, args.out)

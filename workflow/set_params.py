@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from workflow import sources as data_sources
 from workflow.config import validate
@@ -40,6 +41,18 @@ def set_keys(path, assignments):
     set_values(path, parse_assignments(assignments))
 
 
+def flow_style(value):
+    """Lists in flow style, as params.yaml writes them (``[5]``): ruamel emits a block list that replaces a
+    flow one with the key's comment misplaced, and an empty one after such a comment as broken YAML."""
+    if isinstance(value, dict):
+        return CommentedMap((k, flow_style(v)) for k, v in value.items())
+    if isinstance(value, list):
+        out = CommentedSeq(flow_style(v) for v in value)
+        out.fa.set_flow_style()
+        return out
+    return value
+
+
 def set_values(path, values, origins=None):
     """Set dotted keys in params.yaml; ``origins`` says where each value came from (for errors)."""
     path = Path(path)
@@ -53,7 +66,7 @@ def set_values(path, values, origins=None):
             if not isinstance(node, dict) or part not in node:
                 raise UserError(f"{path}: key '{clip(key)}': no section '{clip(part)}'")
             node = node[part]
-        node[parts[-1]] = value
+        node[parts[-1]] = flow_style(value)
     buffer = io.StringIO()
     rt.dump(doc, buffer)
     text = buffer.getvalue()

@@ -14,127 +14,40 @@ RGB image; the YUV model gets the augmented image through the same RGB->I420 con
 the pack stage uses, so both input formats see identical content. Evaluation uses each
 format's own packed test split.
 
+With train.processes_per_node x train.nodes > 1 it runs as that many DDP processes (started by
+``python -m workflow.distributed``; workflow/distributed.py): each trains on its share of every epoch,
+the metrics are summed over all of them, and only the first writes checkpoints and outputs.
+
 A model may set its own ``epochs``, ``lr`` and ``schedule``. With ``distill`` it learns from a
 teacher checkpoint (--teacher; workflow/distill.py): the teacher (frozen, eval mode)
 sees the same augmented image in its own input format, before sensor noise; ``init``
 starts the student from another model's checkpoint (--init) instead of from scratch.
 """
 import argparse
-import math
-import os
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from workflow import layout
 from workflow.config import load_params, params_hash
 from workflow.distill import FeatureDistiller, output_kd_loss
+from workflow.distributed import barrier, init_group, launcher, leave, world_from_env
 from workflow.errors import UserError, cli
 from workflow.input_pipeline import PackedData
-from workflow.io import atomic_path, sha256_file, write_json, write_text
+from workflow.io import sha256_file, write_json
 from workflow.model_specs import distill_settings, total_epochs
-from workflow.models import build_model, count_params, load_checkpoint
+from workflow.models import INPUT_SIZES, build_model, count_params
 from workflow.provenance import provenance
-
-
-def lr_at(epoch, train):
-    """Seed 000's mixed schedule: cosine decay for ``cosine_epochs``, then step drops at ``milestones``."""
-    s = train["schedule"]
-    base, final_ratio = train["lr"], s["cosine_final_ratio"]
-    if epoch < s["cosine_epochs"]:
-        return base * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * epoch / s["cosine_epochs"])))
-    lr = base * (final_ratio if s["cosine_epochs"] else 1.0)
-    return lr * s["gamma"] ** sum(epoch >= m for m in s["milestones"])
-
-
-@torch.no_grad()
-def evaluate(model, test_set, num_classes, device, batch_size=256):
-    model.eval()
-    loss_sum, preds = 0.0, []
-    for inputs, target in test_set.batches(batch_size):
-        logits = model(*[x.to(device) for x in inputs])
-        loss_sum += nn.functional.cross_entropy(logits, target.to(device), reduction="sum").item()
-        preds.append(logits.argmax(1).cpu())
-    preds, labels = torch.cat(preds), test_set.labels
-    correct = preds == labels
-    per_class = [correct[labels == c].float().mean().item() if (labels == c).any() else None
-                 for c in range(num_classes)]
-    return {"top1": correct.float().mean().item(), "loss": loss_sum / len(labels), "per_class_top1": per_class}
-
-
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-def save_torch(obj, path):
-    """torch.save through a file object: the archive does not embed the (temporary) file name,
-    so the same weights always give the same bytes."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
-
-
-def checkpoint_paths(ckpt_dir):
-    return sorted(Path(ckpt_dir).glob("epoch-*.pt"))
-
-
-def save_checkpoint(ckpt_dir, epoch, state):
-    """Write epoch-NNNN.pt atomically, then its .sha256; a .pt without a .sha256 is incomplete."""
-    path = Path(ckpt_dir) / f"epoch-{epoch:04d}.pt"
-    save_torch(state, path)
-    write_text(path.with_suffix(".pt.sha256"), sha256_file(path) + "\n")
-    for old in checkpoint_paths(ckpt_dir)[:-2]:  # keep the two newest
-        old.unlink(missing_ok=True)
-        old.with_suffix(".pt.sha256").unlink(missing_ok=True)
-
-
-def load_latest_checkpoint(ckpt_dir, run_key):
-    """The newest complete checkpoint of this exact configuration, or None."""
-    for path in reversed(checkpoint_paths(ckpt_dir)):
-        sidecar = path.with_suffix(".pt.sha256")
-        if not sidecar.exists():
-            continue  # interrupted while writing: not a checkpoint
-        if sha256_file(path) != sidecar.read_text().strip():
-            raise UserError(f"{path}: checkpoint checksum mismatch (corrupt); delete it to restart training "
-                            "from the previous checkpoint")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001 - any unpickling failure means corrupt
-            raise UserError(f"{path}: cannot read checkpoint ({type(err).__name__}); delete it") from None
-        if state.get("run_key") != run_key:
-            print(f"note: {path} belongs to another configuration; starting from scratch")
-            return None
-        return state
-    return None
-
-
-# ----------------------------------------------------------------------------- main
-def resolve_device(name):
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("params.yaml: key 'train.device': got \"cuda\", but no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+from workflow.training import (WithExtras, distribute, epoch_loader, evaluate, load_frozen, load_latest_checkpoint,
+                               lr_at, save_checkpoint, save_torch, set_lr, setup, sgd, train_one_epoch,
+                               write_history)
 
 
 def model_train_config(params, spec):
     """train section with the model's own epochs, lr and schedule, if it sets them."""
     return {**params["train"], **{key: spec[key] for key in ("epochs", "lr", "schedule") if key in spec}}
-
-
-def load_frozen(path, role):
-    """A trained model from its model.pt, frozen in eval mode (a teacher), and its checkpoint dict."""
-    model, ckpt = load_checkpoint(path, role)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, ckpt
 
 
 class Distillation:
@@ -188,17 +101,23 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, in
     if model_name not in params["models"]:
         raise UserError(f"params.yaml: key 'models': no model named {model_name!r} "
                         f"(have: {', '.join(params['models'])})")
+    world = world_from_env(params["train"])
+    device = setup(params["train"], params["seed"], world)
+    init_group(world, device)
+    try:
+        return train_model(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path, init_path, world, device)
+    finally:
+        leave(world)
+
+
+def train_model(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path, init_path, world, device):
     spec, seed = params["models"][model_name], params["seed"]
     cfg, kd = model_train_config(params, spec), distill_settings(spec)
     fmt = spec["input_format"]
+    teacher_format = params["models"][kd["teacher"]]["input_format"] if kd else None
     data = PackedData(data_dir, fmt)
-    height, width, classes = data.height, data.width, data.classes
-
-    device = resolve_device(cfg["device"])
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(cfg["num_threads"])
-    seed_everything(seed)
+    classes, height, width = data.classes, data.height, data.width
+    check_input_size(spec, model_name, height, width)
 
     model = build_model(spec, len(classes), height).to(device)
     upstream = {}
@@ -211,77 +130,54 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, in
     distillation = Distillation(kd, model, teacher_path, fmt, classes, height, width, criterion, device, model_name)
     if kd is not None:
         upstream["teacher"] = sha256_file(teacher_path)
-    trained = list(model.parameters()) + (list(distillation.distiller.parameters()) if distillation.distiller else [])
-    decay, no_decay = [], []
-    for p in trained:  # no weight decay on BN and bias parameters (torchvision reference)
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": cfg["weight_decay"]},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"])
-    dataset = data.train_set(cfg["augment"], distillation.teacher_format)
+    trained = WithExtras(model, distillation.distiller)
+    optimizer = sgd(trained, cfg["lr"], cfg)
+    dataset = data.train_set(cfg["augment"], teacher_format)
     test_set = data.test_set()
 
     run_key = params_hash({"seed": seed, "model": spec, "train": {k: v for k, v in cfg.items()
                                                                   if k not in ("num_workers",)},
-                           "data": data.sha256, "upstream": upstream})
+                           "data": data.sha256, "upstream": upstream, "checkpoint_format": 2})
     history, start_epoch, train_seconds = [], 0, 0.0
     state = load_latest_checkpoint(ckpt_dir, run_key)
     if state is not None:
-        model.load_state_dict(state["model"])
-        if distillation.distiller is not None:
-            distillation.distiller.load_state_dict(state["distiller"])
+        trained.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, start_epoch, train_seconds = state["history"], state["epoch"] + 1, state["train_seconds"]
-        print(f"resuming {model_name} from epoch {start_epoch}")
+        if world.is_main:
+            print(f"resuming {model_name} from epoch {start_epoch}")
+    trainee = distribute(trained, world, device)
 
     for epoch in range(start_epoch, cfg["epochs"]):
         epoch_start = time.perf_counter()
-        # Every epoch's randomness derives from (seed, epoch) alone, so a resumed run
-        # replays exactly what an uninterrupted one would have done.
-        seed_everything(seed * 1000 + epoch)
-        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg["batch_size"], shuffle=True,
-                                             generator=generator, num_workers=cfg["num_workers"],
-                                             drop_last=len(dataset) > cfg["batch_size"])
         lr = lr_at(epoch, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        loss_sum = correct = seen = 0
-        bar = tqdm(loader, desc=f"{model_name} epoch {epoch + 1}/{cfg['epochs']}", leave=False,
-                   mininterval=1.0, disable=None)
-        for inputs, teacher_inputs, target in bar:
-            # uint8 pixels from the loader (a quarter of float32 through its workers' shared memory and to the device)
-            inputs, target = [x.to(device).float() for x in inputs], target.to(device)
-            logits = model(*inputs)
-            loss = distillation.loss(logits, target, [x.to(device).float() for x in teacher_inputs])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(target)
-            correct += (logits.argmax(1) == target).sum().item()
-            seen += len(target)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.4f}")
-        test = evaluate(model, test_set, len(classes), device)
+        set_lr(optimizer, lr)
+        loader = epoch_loader(dataset, cfg, seed, epoch, world)
+        stats = train_one_epoch(trainee, loader, optimizer, distillation.loss, device, world,
+                                desc=f"{model_name} epoch {epoch + 1}/{cfg['epochs']}")
+        test = evaluate(model, test_set, len(classes), device, world)
         train_seconds += time.perf_counter() - epoch_start
-        history.append({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_top1": correct / seen,
-                        "test_loss": test["loss"], "test_top1": test["top1"]})
-        print(f"{model_name} epoch {epoch + 1}/{cfg['epochs']}: lr {lr:.5f} train loss {loss_sum / seen:.4f} "
-              f"top1 {correct / seen:.4f} | test loss {test['loss']:.4f} top1 {test['top1']:.4f}", flush=True)
-        save_checkpoint(ckpt_dir, epoch, {"epoch": epoch, "run_key": run_key, "model": model.state_dict(),
-                                          "distiller": distillation.distiller and distillation.distiller.state_dict(),
-                                          "optimizer": optimizer.state_dict(), "history": history,
-                                          "train_seconds": train_seconds})
+        history.append({"epoch": epoch + 1, "lr": lr, "train_loss": stats["train_loss"],
+                        "train_top1": stats["train_top1"], "test_loss": test["loss"], "test_top1": test["top1"],
+                        "images": stats["images"], "loop_seconds": stats["seconds"]})
+        if world.is_main:
+            print(f"{model_name} epoch {epoch + 1}/{cfg['epochs']}: lr {lr:.5f} train loss {stats['train_loss']:.4f} "
+                  f"top1 {stats['train_top1']:.4f} | test loss {test['loss']:.4f} top1 {test['top1']:.4f} "
+                  f"| {stats['images'] / stats['seconds']:.0f} images/s", flush=True)
+            save_checkpoint(ckpt_dir, epoch, {"epoch": epoch, "run_key": run_key, "model": trained.state_dict(),
+                                              "optimizer": optimizer.state_dict(), "history": history,
+                                              "train_seconds": train_seconds})
+        barrier(world)  # no process runs ahead of a checkpoint it could need to resume from
 
-    final = evaluate(model, test_set, len(classes), device)
+    final = evaluate(model, test_set, len(classes), device, world)
+    if not world.is_main:
+        return None
     out_dir = Path(out_dir)
     model_path = out_dir / "model.pt"
     save_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "spec": spec,
                 "name": model_name, "classes": classes, "height": height, "width": width,
                 "yuv_matrix": data.manifest.get("yuv_matrix")}, model_path)
-    write_text(out_dir / "history.csv", "epoch,lr,train_loss,train_top1,test_loss,test_top1\n" + "".join(
-        f"{h['epoch']},{h['lr']:.6g},{h['train_loss']:.6f},{h['train_top1']:.6f},{h['test_loss']:.6f},"
-        f"{h['test_top1']:.6f}\n" for h in history))
+    write_history(out_dir / "history.csv", history)
     metrics = {
         "model": model_name, "input_format": fmt, "arch": spec["arch"], "width_mult": spec["width_mult"],
         "top1": final["top1"], "loss": final["loss"], "per_class_top1": dict(zip(classes, final["per_class_top1"])),
@@ -289,11 +185,22 @@ def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, in
         "train_images": len(dataset), "test_images": len(test_set),
         **distill_metrics(kd, distillation),
         "params": count_params(model), "device": str(device),
-        "wall_time_s": round(train_seconds, 2), "model_sha256": sha256_file(model_path),
+        "world_size": world.size, "launcher": launcher(world), "batch_size": cfg["batch_size"],
+        "wall_time_s": round(train_seconds, 2),
+        # images/s of the training loop alone (augmentation, forward, backward, step; no evaluation)
+        "train_images_per_s": round(sum(h["images"] for h in history) / sum(h["loop_seconds"] for h in history), 2),
+        "model_sha256": sha256_file(model_path),
         "provenance": provenance(run_key),
     }
     write_json(out_dir / "train_metrics.json", metrics)  # written last: marks the stage complete
     return metrics
+
+
+def check_input_size(spec, model_name, height, width):
+    size = INPUT_SIZES.get(spec["arch"])
+    if size and (height, width) != size:
+        raise UserError(f"params.yaml: key 'models.{model_name}.arch': {spec['arch']} takes {size[0]}x{size[1]} "
+                        f"images, the packed data is {height}x{width}")
 
 
 def distill_metrics(kd, distillation):
@@ -310,7 +217,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", required=True, help="a key of params.yaml models")
-    parser.add_argument("--data", default=layout.PACKED, help="folder with the packed rgb/ and <format>/ splits")
+    parser.add_argument("--data", default=layout.PACKED, help="folder with the packed train/ and <format>/ splits")
     parser.add_argument("--out", required=True)
     parser.add_argument("--checkpoints", help="default: results/checkpoints/<model>")
     parser.add_argument("--teacher", help="the teacher's model.pt (models with distill)")
@@ -319,8 +226,9 @@ def main(argv=None):
     params = load_params(args.params)
     ckpt_dir = args.checkpoints or layout.epoch_checkpoints(args.model)
     metrics = train(params, args.model, args.data, args.out, ckpt_dir, args.teacher, args.init)
-    print(f"{args.model}: test top-1 {metrics['top1']:.4f} after {metrics['epochs']} epochs "
-          f"({metrics['wall_time_s']:.0f} s)")
+    if metrics is not None:  # the main process of a DDP job
+        print(f"{args.model}: test top-1 {metrics['top1']:.4f} after {metrics['epochs']} epochs "
+              f"({metrics['wall_time_s']:.0f} s)")
 
 
 if __name__ == "__main__":

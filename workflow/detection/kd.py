@@ -81,6 +81,14 @@ class Trainer(DetectionTrainer):
     """
 
     kd_method = None
+    # CPU threads of the training loop. ultralytics' select_device (in the trainer's constructor) sets
+    # torch.set_num_threads(cpu_count - 1): 1 thread on a 2-core machine, whatever detection.train.num_threads says.
+    num_threads = None
+
+    def _setup_train(self):
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        super()._setup_train()
 
     def set_model_attributes(self):
         super().set_model_attributes()

@@ -104,6 +104,7 @@ def prune_and_finetune(det, spec, source, data_yaml, run_dir, yaml_path, seed):
         args = train_args({**det["train"], "epochs": prune["finetune_epochs"]}, spec, data_yaml, iteration_dir,
                           seed, None)
         trainer = Trainer(overrides={"model": str(yaml_path.resolve()), **args})
+        trainer.num_threads = det["train"]["num_threads"]
         trainer.model = model  # a module: ultralytics trains it as it is instead of building the yaml
         trainer.train()
         model = final_model(iteration_dir)
@@ -168,7 +169,7 @@ def train(params, name, data_dir, out_dir, checkpoints, teacher_cli, prune_from=
             trainer = Trainer(overrides={"model": str(yaml_path.resolve()),
                                          **train_args(det["train"], spec, data_dir / "data.yaml", run_dir,
                                                       params["seed"], teacher)})
-        trainer.kd_method = spec.get("kd")
+        trainer.kd_method, trainer.num_threads = spec.get("kd"), det["train"]["num_threads"]
         try:
             trainer.train()
         except ValueError as err:  # e.g. output KD between incompatible heads
