@@ -27,9 +27,6 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
-import torch
-import torch.distributed as dist
-
 from workflow.config import load_params
 from workflow.errors import UserError, cli, positive_int
 
@@ -148,6 +145,9 @@ def init_group(world, device):
     """Join the process group (NCCL for CUDA devices, gloo otherwise); nothing for one process."""
     if world.size == 1:
         return
+    import torch  # here, not at the top: planning the DAG (launch_command, job_resources) loads no torch
+    import torch.distributed as dist
+
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=world.rank, world_size=world.size,
@@ -155,12 +155,16 @@ def init_group(world, device):
 
 
 def leave(world):
+    import torch.distributed as dist
+
     if world.size > 1 and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def barrier(world):
     if world.size > 1:
+        import torch.distributed as dist
+
         dist.barrier()
 
 
@@ -168,6 +172,9 @@ def all_reduce_sum(world, values, device):
     """Element-wise sums of a list of numbers over all processes (the list itself for one process)."""
     if world.size == 1:
         return list(values)
+    import torch
+    import torch.distributed as dist
+
     on = device if device.type == "cuda" else torch.device("cpu")  # NCCL reduces CUDA tensors only
     tensor = torch.tensor(values, dtype=torch.float64, device=on)
     dist.all_reduce(tensor)
