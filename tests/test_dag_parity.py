@@ -86,7 +86,7 @@ def check_parity(workdir, params, target="all"):
 
 def test_default_params_dag_agrees(tmp_path):
     params = load_params(REPO / "params.yaml")
-    jobs = check_parity(workdir_with(tmp_path, params), params)
+    jobs = check_parity(workdir_with(tmp_path, yaml.safe_load((REPO / "params.yaml").read_text())), params)
     assert len(jobs) == len(stages(params))
 
 

@@ -18,6 +18,7 @@ from workflow.config import load_params
 from workflow.device_runner import RUNTIME_BY_SUFFIX
 from workflow.errors import UserError, cli
 from workflow.io import atomic_path, read_json, write_text
+from workflow.model_specs import base_model, model_seed
 from workflow.producers import artifacts_of
 
 COLUMNS = [
@@ -116,9 +117,11 @@ def device_accuracy_columns(params, quantized, evaluation, run):
             "device_check": "ok" if abs(delta) <= tolerance + 1e-9 else "mismatch"}
 
 
-def optimization_columns(train):
+def optimization_columns(params, train):
     """How the model was made: distillation (teacher, type, factor) and pruning (ratio, passes)."""
     columns = {key: train.get(key) for key in ("teacher", "kd_type", "kd_alpha", "prune_ratio", "prune_iteration")}
+    if columns["teacher"] in params["models"]:  # the teacher of the same seed, named as in params.yaml
+        columns["teacher"] = base_model(params, columns["teacher"])
     return {**columns, "epochs": train.get("total_epochs", train.get("epochs"))}
 
 
@@ -138,9 +141,10 @@ def rows(params, results):
             for device in params["benchmark"]["devices"]:
                 bench = read_json(layout.bench_path(device, model, artifact, results))
                 for delegate, run in delegates(params, artifact, bench):
-                    row = {"model": model, "arch": spec["arch"], "width_mult": spec["width_mult"],
-                           "input_format": spec["input_format"], **optimization_columns(train),
-                           "seed": params["seed"], "artifact": artifact,
+                    # a model instance of params.yaml seeds: the model's own name and the training seed
+                    row = {"model": base_model(params, model), "arch": spec["arch"], "width_mult": spec["width_mult"],
+                           "input_format": spec["input_format"], **optimization_columns(params, train),
+                           "seed": model_seed(params, model), "artifact": artifact,
                            **artifact_columns(params, artifact, report), "delegate": delegate, "device": device,
                            "device_kind": bench.get("device_kind"), "top1_pytorch": train["top1"],
                            "git_commit": bench["provenance"]["git_commit"]}

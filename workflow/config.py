@@ -21,7 +21,7 @@ import yaml
 
 from workflow.errors import UserError
 from workflow.inventory import LOCAL, load_inventory
-from workflow.model_specs import check_links
+from workflow.model_specs import check_links, expand_seeds
 from workflow.schema import describe, read_yaml
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "params.schema.yaml"
@@ -180,8 +180,9 @@ def check_device(params, device):
 
 
 def load_params(path="params.yaml"):
+    """params.yaml validated, with one ``models`` entry per model and training seed (model_specs.expand_seeds)."""
     params = read_yaml(path, "file not found (run from the repository root)", "sections at the top level")
-    return validate(params, str(path))
+    return expand_seeds(validate(params, str(path)))
 
 
 def params_hash(obj):

@@ -13,7 +13,9 @@ that both tools see the same stages, commands, outputs, dependencies and params.
 DVC reads dvc.yaml as it was written: after an edit of params.yaml that adds or removes stages, its
 first stage (``check-dvc-yaml``, which every stage waits for) stops `dvc repro` and `dvc exp run`
 with one line naming the command that regenerates it. Commands name files and params entries but
-hold no parameter value, so a changed value never makes dvc.yaml stale.
+hold no parameter value, so a changed value never makes dvc.yaml stale; the one exception is a model
+instance's training seed (``seeds``), part of its identity like its name, so a change of ``seeds`` is
+structural.
 """
 import argparse
 import re
@@ -29,7 +31,7 @@ from workflow.detection import plan as det_plan
 from workflow.distributed import job_resources, launch_command
 from workflow.errors import UserError, cli
 from workflow.io import write_text
-from workflow.model_specs import upstream_models
+from workflow.model_specs import base_model, model_seed, upstream_models
 from workflow.producers import artifacts_of, producer
 
 PARAMS = layout.PARAMS
@@ -111,8 +113,9 @@ def stage(rule, params, cmd, deps, keys=(), threads=1, resources=None, **wildcar
 
 
 def param_value(params, key):
-    """The value of a dotted params.yaml key (what DVC tracks for the key)."""
-    node = params
+    """The value of a dotted params.yaml key (what DVC tracks for the key): ``models.<name>`` as declared,
+    not the model instances of each seed."""
+    node = {**params, "models": params.get("declared_models", params["models"])}
     for part in key.split("."):
         node = node[part]
     return node
@@ -240,24 +243,26 @@ def train_stage(params, model):
     model with a prune section: same outputs."""
     spec, train = params["models"][model], params["train"]
     data, out = training_data(spec["input_format"]), layout.model_dir(model)
+    # the training seed is in the command (a model instance's identity, like its name), its settings in params.yaml
+    seed, keys = f"--seed {model_seed(params, model)}", f"models.{base_model(params, model)}"
     # every process's threads on this machine (on Slurm, cpus_per_task applies to each task)
     threads, resources = train["num_threads"] * train["processes_per_node"], job_resources(train)
     if "prune" in spec:
         source = layout.checkpoint(spec["prune"]["from"])
-        return stage(PRUNE, params, f"python -m workflow.prune --params {PARAMS} --model {model} --source {source} "
+        return stage(PRUNE, params, f"python -m workflow.prune --params {PARAMS} --model {model} {seed} --source {source} "
                                     f"--data {layout.PACKED} --out {out}",
                      [source, *data, "workflow/prune.py", *TRAINING_CODE],
-                     ["seed", "train", f"models.{model}"], train["num_threads"],
+                     ["train", keys], train["num_threads"],
                      {"gpu": int(train["device"] != "cpu")}, model=model)  # one process
     links = upstream_models(spec)
     roles = [role for role in ("teacher", "init") if role in links]
     upstream = "".join(f" --{role} {layout.checkpoint(links[role])}" for role in roles)
     command = launch_command(train, "workflow.train",
-                             f"--params {PARAMS} --model {model} --data {layout.PACKED} --out {out}{upstream}")
+                             f"--params {PARAMS} --model {model} {seed} --data {layout.PACKED} --out {out}{upstream}")
     return stage(TRAIN, params, command,
                  [*data, *(layout.checkpoint(links[role]) for role in roles), *TRAINING_CODE,
                   *(["workflow/distill.py"] if roles else [])],
-                 ["seed", "train", f"models.{model}"], threads, resources, model=model)
+                 ["train", keys], threads, resources, model=model)
 
 
 def export_stage(params, model):
@@ -285,12 +290,13 @@ def quantize_stage(params, model, artifact):
 def qat_stage(params, model, artifact):
     fmt = params["models"][model]["input_format"]
     reference = layout.artifact_path(model, "onnx-fp32")
-    return [stage(QAT, params, f"python -m workflow.qat --params {PARAMS} --checkpoint {layout.checkpoint(model)} "
+    return [stage(QAT, params, f"python -m workflow.qat --params {PARAMS} --seed {model_seed(params, model)} "
+                               f"--checkpoint {layout.checkpoint(model)} "
                                f"--reference {reference} --data {layout.PACKED} --artifact {artifact} "
                                f"--out {layout.artifact_path(model, artifact)}",
                   [layout.checkpoint(model), reference, *training_data(fmt), *calibration(params, model),
                    "workflow/qat.py", *TRAINING_CODE],
-                  ["seed", "train", "export", "evaluate.batch_size", "data.calib_subset", f"artifacts.{artifact}"],
+                  ["train", "export", "evaluate.batch_size", "data.calib_subset", f"artifacts.{artifact}"],
                   params["train"]["num_threads"], model=model, artifact=artifact)]
 
 

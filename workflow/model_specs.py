@@ -3,6 +3,9 @@
     distill: {teacher: <model>, type: output|feature, ...}   trained by workflow.train with a teacher
     prune:   {from: <model>, ratio, iterations, ...}         made by workflow.prune from a trained model
 
+and, for params.yaml's ``seeds``, the model instances the DAG trains: one per model and seed
+(:func:`expand_seeds`).
+
 Defaults live here (README "Knowledge distillation, pruning, QAT" lists them); the schema checks
 types and names, :func:`check_links` checks what a schema cannot: that the named models exist,
 fit together and form no cycle.
@@ -20,6 +23,46 @@ PRUNE_DEFAULTS = {"ratio": 0.15, "iterations": 2, "sparsity_lambda": 1.0e-4, "sp
 FIXED_WIDTH = {"resnet18", "ai85nascifarnet"}  # architectures without a width multiplier
 RGB_ONLY = {"ai85nascifarnet"}  # its stem has stride 1: the YUV 4:2:0 split (Y at stride 2) does not apply
 QAT_DEFAULTS = {"epochs": 1, "steps": None, "lr": 0.001, "per_channel": True, "freeze_bn_after": None}
+
+
+def instance_name(model, seed, seeds):
+    """A model's name for one training seed: the model's own with one seed, ``<model>-seed<N>`` with several."""
+    return model if len(seeds) == 1 else f"{model}-seed{seed}"
+
+
+def expand_seeds(params):
+    """params with ``models`` holding one entry per (model, training seed): each a copy of the model's entry
+    with ``base`` (the params.yaml key) and ``seed``; the models it links to (teacher, init, prune source)
+    are those of the same seed, and the pre-processing table uses the first seed's models. The entries as
+    params.yaml declares them stay in ``declared_models`` (what DVC tracks as ``models.<name>``)."""
+    seeds = params.get("seeds") or [params["seed"]]
+    models = {}
+    for model, spec in params["models"].items():
+        for seed in seeds:
+            entry = {**spec, "base": model, "seed": seed}
+            if "distill" in spec:
+                d = entry["distill"] = dict(spec["distill"])
+                d["teacher"] = instance_name(d["teacher"], seed, seeds)
+                if d.get("init", "scratch") != "scratch":
+                    d["init"] = instance_name(d["init"], seed, seeds)
+            if "prune" in spec:
+                entry["prune"] = {**spec["prune"], "from": instance_name(spec["prune"]["from"], seed, seeds)}
+            models[instance_name(model, seed, seeds)] = entry
+    pipeline = params["benchmark"]["pipeline"]
+    pipeline = {**pipeline, **{key: instance_name(pipeline[key], seeds[0], seeds)
+                               for key in ("rgb_model", "yuv_model") if pipeline.get(key)}}
+    return {**params, "models": models, "declared_models": params["models"],
+            "benchmark": {**params["benchmark"], "pipeline": pipeline}}
+
+
+def base_model(params, model):
+    """The params.yaml key of a model instance (itself for params that were not expanded)."""
+    return params["models"][model].get("base", model)
+
+
+def model_seed(params, model):
+    """The training seed of a model instance (params.yaml ``seed`` for params that were not expanded)."""
+    return params["models"][model].get("seed", params["seed"])
 
 
 def distill_settings(spec):

@@ -14,11 +14,13 @@ Rules (so that numbers from different exporters, formats and precisions compare)
   and constants of element-wise ops such as the input normalisation's mean and 1/std.
 * ``macs``: one multiply-accumulate per weight per output position, at batch 1,
   for Conv / ConvInteger / QLinearConv / ConvTranspose (grouped and depthwise
-  included), Gemm and MatMul / MatMulInteger / QLinearMatMul. Bias additions,
+  included), Gemm / QGemm and MatMul / MatMulInteger / QLinearMatMul. Bias additions,
   activations, pooling and element-wise ops are not counted, as in
   ``torch.utils.flop_counter`` (whose FLOPs are 2 x these MACs). Shapes come from
   ``onnx.shape_inference`` after the batch dimension of every graph input is fixed
-  to 1. Subgraphs (If/Loop bodies) are not visited.
+  to 1; where it stops (ONNX Runtime's contrib ops in QOperator files: QLinearAdd,
+  QLinearGlobalAveragePool ...), from one all-zero batch-1 run of ONNX Runtime. Subgraphs
+  (If/Loop bodies) are not visited.
 * ``size_bytes``: the size of the .onnx file plus any external-data files it names.
 """
 import math
@@ -40,7 +42,7 @@ BIAS_ADDED_AFTER = {"ConvInteger", "MatMulInteger", "MatMul"}
 
 # op type -> (index of the data input, index of the weight input)
 CONV_OPS = {"Conv": (0, 1), "ConvInteger": (0, 1), "QLinearConv": (0, 3), "ConvTranspose": (0, 1)}
-MATMUL_OPS = {"MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3), "Gemm": (0, 1)}
+MATMUL_OPS = {"MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3), "Gemm": (0, 1), "QGemm": (0, 3)}
 
 
 def onnx_stats(path):
@@ -105,14 +107,47 @@ def _shapes(model):
         if value.name not in initializers and len(dims) > 0:
             dims[0].Clear()
             dims[0].dim_value = 1
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    graph = inferred.graph
+    graph = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
     shapes = {t.name: list(t.dims) for t in graph.initializer}
     for value in [*graph.input, *graph.value_info, *graph.output]:
         if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
             shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None
                                   for d in value.type.tensor_type.shape.dim]
+    unknown = [out for node in graph.node for out in node.output
+               if out and (shapes.get(out) is None or None in shapes[out])]
+    if unknown:  # ONNX's inference stops at ONNX Runtime's contrib ops (QLinearAdd, QLinearGlobalAveragePool ...)
+        shapes.update(_runtime_shapes(model, unknown))
     return graph, shapes
+
+
+def _runtime_shapes(model, names):
+    """{name: shape} of tensors as ONNX Runtime computes them for one all-zero batch-1 input."""
+    import numpy as np
+    import onnxruntime as ort
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names
+                              if n not in {o.name for o in model.graph.output})
+    initializers = {t.name for t in model.graph.initializer}
+    feeds = {}
+    for value in model.graph.input:
+        if value.name not in initializers:
+            dims = [d.dim_value if d.HasField("dim_value") else 1 for d in value.type.tensor_type.shape.dim]
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+            feeds[value.name] = np.zeros([1, *dims[1:]] if dims else [], dtype=dtype)
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return {n: list(a.shape) for n, a in zip(names, session.run(names, feeds))}
+    except Exception:  # ORT raises its own exception types; the caller names the node whose shape is unknown
+        return {}
+
+
+def _unknown_outputs(model):
+    """Whether some node output has no static shape after inference."""
+    known = {v.name for v in [*model.graph.value_info, *model.graph.output]
+             if v.type.tensor_type.HasField("shape")
+             and all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim)}
+    return any(out not in known for node in model.graph.node for out in node.output if out)
 
 
 def _known(shapes, name, node):
@@ -138,6 +173,6 @@ def count_macs(model):
             data, _ = MATMUL_OPS[node.op_type]
             a = _known(shapes, node.input[data], node)
             trans_a = any(attr.name == "transA" and attr.i for attr in node.attribute)
-            inner = a[0] if node.op_type == "Gemm" and trans_a else a[-1]
+            inner = a[0] if node.op_type in ("Gemm", "QGemm") and trans_a else a[-1]
             macs += math.prod(_known(shapes, node.output[0], node)) * inner
     return macs

@@ -39,6 +39,7 @@ from workflow.config import load_params
 from workflow.errors import UserError, cli
 from workflow.io import atomic_path, read_json, write_json, write_text
 from workflow.layout import PAPERS, PAPERS_DIR, SOURCES
+from workflow.model_specs import base_model, model_seed
 from workflow.schema import read_yaml
 
 WITHIN, DIFFERS, INCONCLUSIVE = "within tolerance", "differs", "inconclusive at this scale"
@@ -179,8 +180,9 @@ def source_files(results_root, pattern):
     return files
 
 
-def read_sources(results_root=".", sources=SOURCES):
-    """{name: DataFrame or None (absent)} for every result table."""
+def read_sources(results_root=".", sources=SOURCES, instances=None):
+    """{name: DataFrame or None (absent)} for every result table. ``instances`` ({model instance: (model,
+    seed)}, params.yaml seeds) names the per-model results (eval, pruning) as summary.csv does."""
     tables = {}
     for name, pattern in sources.items():
         frames = []
@@ -189,7 +191,11 @@ def read_sources(results_root=".", sources=SOURCES):
                 frame = READERS[name](path) if name in READERS else pd.read_csv(path)
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, KeyError) as err:
                 raise UserError(f"{path}: not a readable result table ({str(err).splitlines()[0]})") from None
-            frames.append(frame.assign(**{k: v for k, v in folder.items() if k not in frame.columns}))
+            frame = frame.assign(**{k: v for k, v in folder.items() if k not in frame.columns})
+            if instances and "model" in frame.columns and frame["model"].isin(list(instances)).all():
+                frame = frame.assign(model=[instances[m][0] for m in frame["model"]],
+                                     seed=[instances[m][1] for m in frame["model"]])
+            frames.append(frame)
         tables[name] = without_emulated(pd.concat(frames, ignore_index=True)) if frames else None
     return tables
 
@@ -679,7 +685,8 @@ def verdict_metrics(paper, scale, rows):
 
 
 def write_paper(paper, params, out, results_root=".", root=PAPERS_DIR):
-    tables = read_sources(results_root)
+    tables = read_sources(results_root, instances={m: (base_model(params, m), model_seed(params, m))
+                                                   for m in params["models"]})
     reference, _, _ = load_paper(paper, root)
     mapping, scale, rows = build_table(paper, params, tables, root)
     out = Path(out)

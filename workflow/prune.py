@@ -37,7 +37,7 @@ from workflow.config import load_params, params_hash
 from workflow.errors import UserError, cli
 from workflow.input_pipeline import PackedData
 from workflow.io import sha256_file, write_json
-from workflow.model_specs import prune_settings, total_epochs
+from workflow.model_specs import model_seed, prune_settings, total_epochs
 from workflow.models import count_params, example_inputs, layer_shapes
 from workflow.provenance import provenance
 from workflow.training import (epoch_loader, evaluate, load_frozen, save_torch, setup, sgd, train_one_epoch,
@@ -68,12 +68,13 @@ def slimming_pruner(model, example, settings):
                                    ignored_layers=[classifier])
 
 
-def prune(params, model_name, source, data_dir, out_dir):
+def prune(params, model_name, source, data_dir, out_dir, seed=None):
     if model_name not in params["models"] or "prune" not in params["models"][model_name]:
         pruned = [m for m, s in params["models"].items() if "prune" in s]
         raise UserError(f"params.yaml: key 'models': no model named {model_name!r} with a prune section "
                         f"(have: {', '.join(pruned) or 'none'})")
-    spec, cfg, seed = params["models"][model_name], params["train"], params["seed"]
+    spec, cfg = params["models"][model_name], params["train"]
+    seed = model_seed(params, model_name) if seed is None else seed
     settings = prune_settings(spec)
     fmt = spec["input_format"]
     device = setup(cfg, seed)
@@ -147,7 +148,7 @@ def prune(params, model_name, source, data_dir, out_dir):
     write_json(out_dir / "prune_report.json", report)
     final = evaluate(model, test_set, len(classes), torch.device("cpu"))
     metrics = {
-        "model": model_name, "input_format": fmt, "arch": spec["arch"], "width_mult": spec["width_mult"],
+        "model": model_name, "seed": seed, "input_format": fmt, "arch": spec["arch"], "width_mult": spec["width_mult"],
         "top1": final["top1"], "loss": final["loss"], "per_class_top1": dict(zip(classes, final["per_class_top1"])),
         "epochs": settings["sparse_epochs"] + settings["iterations"] * settings["finetune_epochs"],
         "total_epochs": total_epochs(params, model_name), "lr": settings["lr"], "train_images": len(dataset),
@@ -167,10 +168,11 @@ def main(argv=None):
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", required=True, help="a key of params.yaml models with a prune section")
     parser.add_argument("--source", required=True, help="model.pt of the model named by prune.from")
+    parser.add_argument("--seed", type=int, help="training seed (default: the model's, from params.yaml seeds)")
     parser.add_argument("--data", default=layout.PACKED, help="folder with the packed train/ and <format>/ splits")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    report, metrics = prune(load_params(args.params), args.model, args.source, args.data, args.out)
+    report, metrics = prune(load_params(args.params), args.model, args.source, args.data, args.out, args.seed)
     first, last = report["iterations"][0], report["iterations"][-1]
     print(f"{args.model}: {first['params']} -> {last['params']} params ({report['params_ratio']:.2f}x), "
           f"{first['macs'] / 1e6:.1f} -> {last['macs'] / 1e6:.1f} M MACs, test top-1 {metrics['top1']:.4f}")

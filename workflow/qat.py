@@ -129,8 +129,9 @@ def finetune(qat_model, data, cfg, seed, settings, device):
     return history, steps
 
 
-def qat(params, checkpoint, reference, data_dir, out, settings):
-    cfg, seed = params["train"], params["seed"]
+def qat(params, checkpoint, reference, data_dir, out, settings, seed=None):
+    """QAT fine-tuning of a trained checkpoint; ``seed``: the model's training seed (default params.yaml seed)."""
+    cfg, seed = params["train"], params["seed"] if seed is None else seed
     model, ckpt = load_checkpoint(checkpoint)
     reference_graph = load_model(reference)
     fmt, height, width = ckpt["spec"]["input_format"], ckpt["height"], ckpt["width"]
@@ -211,12 +212,13 @@ def main(argv=None):
     parser.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=QAT_DEFAULTS["per_channel"])
     parser.add_argument("--freeze-bn-after", type=int, help="optimizer steps before BN statistics freeze")
     parser.add_argument("--artifact", help=ARTIFACT_HELP)
+    parser.add_argument("--seed", type=int, help="the model's training seed (default: params.yaml seed)")
     parser.add_argument("--out", required=True, help="output .onnx path")
     args = parse_args(parser, argv)
     params = load_params(args.params)
     settings = {"epochs": args.epochs, "steps": args.steps, "lr": args.lr, "per_channel": args.per_channel,
                 "freeze_bn_after": args.freeze_bn_after}
-    report = qat(params, args.checkpoint, args.reference, args.data, args.out, settings)
+    report = qat(params, args.checkpoint, args.reference, args.data, args.out, settings, args.seed)
     if report["status"] == "ok":
         print(f"QAT {args.out}: {report['size_ratio']:.2f}x the fp32 size, {report['train_steps']} steps, "
               f"argmax agreement with fp32 {report['parity']['argmax_agreement']:.3f}, "

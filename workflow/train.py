@@ -37,7 +37,7 @@ from workflow.distributed import barrier, init_group, launcher, leave, world_fro
 from workflow.errors import UserError, cli
 from workflow.input_pipeline import PackedData
 from workflow.io import sha256_file, write_json
-from workflow.model_specs import distill_settings, total_epochs
+from workflow.model_specs import distill_settings, model_seed, total_epochs
 from workflow.models import INPUT_SIZES, build_model, count_params
 from workflow.provenance import provenance
 from workflow.training import (WithExtras, distribute, epoch_loader, evaluate, load_frozen, load_latest_checkpoint,
@@ -97,21 +97,24 @@ def example_batch(fmt, height, width):
     return tuple(torch.rand(2, *shape) * 255 for shape in shapes)
 
 
-def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, init_path=None):
+def train(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path=None, init_path=None, seed=None):
+    """Train one model; ``seed`` defaults to the model instance's training seed (params.yaml ``seeds``)."""
     if model_name not in params["models"]:
         raise UserError(f"params.yaml: key 'models': no model named {model_name!r} "
                         f"(have: {', '.join(params['models'])})")
+    seed = model_seed(params, model_name) if seed is None else seed
     world = world_from_env(params["train"])
-    device = setup(params["train"], params["seed"], world)
+    device = setup(params["train"], seed, world)
     init_group(world, device)
     try:
-        return train_model(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path, init_path, world, device)
+        return train_model(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path, init_path, world, device,
+                           seed)
     finally:
         leave(world)
 
 
-def train_model(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path, init_path, world, device):
-    spec, seed = params["models"][model_name], params["seed"]
+def train_model(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path, init_path, world, device, seed):
+    spec = params["models"][model_name]
     cfg, kd = model_train_config(params, spec), distill_settings(spec)
     fmt = spec["input_format"]
     teacher_format = params["models"][kd["teacher"]]["input_format"] if kd else None
@@ -179,7 +182,7 @@ def train_model(params, model_name, data_dir, out_dir, ckpt_dir, teacher_path, i
                 "yuv_matrix": data.manifest.get("yuv_matrix")}, model_path)
     write_history(out_dir / "history.csv", history)
     metrics = {
-        "model": model_name, "input_format": fmt, "arch": spec["arch"], "width_mult": spec["width_mult"],
+        "model": model_name, "seed": seed, "input_format": fmt, "arch": spec["arch"], "width_mult": spec["width_mult"],
         "top1": final["top1"], "loss": final["loss"], "per_class_top1": dict(zip(classes, final["per_class_top1"])),
         "epochs": cfg["epochs"], "total_epochs": total_epochs(params, model_name), "lr": cfg["lr"],
         "train_images": len(dataset), "test_images": len(test_set),
@@ -222,10 +225,11 @@ def main(argv=None):
     parser.add_argument("--checkpoints", help="default: results/checkpoints/<model>")
     parser.add_argument("--teacher", help="the teacher's model.pt (models with distill)")
     parser.add_argument("--init", help="the model.pt the student starts from (distill.init)")
+    parser.add_argument("--seed", type=int, help="training seed (default: the model's, from params.yaml seeds)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     ckpt_dir = args.checkpoints or layout.epoch_checkpoints(args.model)
-    metrics = train(params, args.model, args.data, args.out, ckpt_dir, args.teacher, args.init)
+    metrics = train(params, args.model, args.data, args.out, ckpt_dir, args.teacher, args.init, args.seed)
     if metrics is not None:  # the main process of a DDP job
         print(f"{args.model}: test top-1 {metrics['top1']:.4f} after {metrics['epochs']} epochs "
               f"({metrics['wall_time_s']:.0f} s)")
