@@ -1,5 +1,5 @@
 """Orchestration overhead as the matrix grows: a no-op `snakemake -n`, `dvc status` and the
-state-recording step, on a finished project and on the same project with every model three times.
+state-recording step, on a finished project and on the same project trained with three seeds.
 
     .venv/bin/python bench/orchestration.py --project PATH [--repeats 3]
 
@@ -19,9 +19,9 @@ project); it is measured on a copy and left as it is. Figures, each the median o
 Each figure also has its CPU seconds (user + system of the command): on a shared machine they
 are what the wall time would be on an idle one (every step runs on one core).
 
-The 3x matrix is a copy of the project in which each model ``m`` has two more entries ``m-x2`` and
-``m-x3`` (the same settings, linked to their own copies of teachers and sources) whose result files
-are copies of ``m``'s, marked up to date with `snakemake --touch`. Writes
+The 3x matrix is a copy of the project with ``seeds: [0, 1, 2]`` (every model instance ``m-seed<N>``,
+with its own teacher and source) whose result files are copies of ``m``'s, marked up to date with
+`snakemake --touch`. Writes
 bench/results/orchestration.json; targets: each figure <= 3 s for the default matrix, <= 5 s for 3x.
 """
 import argparse
@@ -42,9 +42,10 @@ sys.path.insert(0, str(ROOT))
 
 from workflow import layout  # noqa: E402
 from workflow.io import write_json  # noqa: E402
+from workflow.model_specs import instance_name  # noqa: E402
 
 TARGET_S = {"default": 3.0, "3x": 5.0}
-COPIES = (2, 3)
+SEEDS = [0, 1, 2]
 # Time workflow.sync.record as the Snakefile's handler runs it (in the Snakemake process, no new interpreter).
 RECORD = ("import sys, time; from workflow.config import load_params; from workflow.dag import stages; "
           "from workflow.sync import record; params = load_params(); model = sys.argv[1]; "
@@ -107,45 +108,34 @@ def measure_one(project, repeats, matrix):
         raise SystemExit(f"error: {project}: dvc status is not clean after recording: {out[:300]}")
     params = yaml.safe_load((project / layout.PARAMS).read_text())
     record, record_cpu = record_s(project, repeats)
-    branch, branch_cpu = record_s(project, repeats, BRANCH_MODEL)
+    branch_model = BRANCH_MODEL if matrix == "default" else instance_name(BRANCH_MODEL, SEEDS[0], SEEDS)
+    branch, branch_cpu = record_s(project, repeats, branch_model)
     figures = {"snakemake_dry_run_s": dry_run_s, "dvc_status_s": status_s, "record_s": record, "record_new_s": first,
                "record_branch_s": branch}
     stages = len(yaml.safe_load((project / layout.DVC_YAML).read_text())["stages"])
     # CPU seconds of the whole command (interpreter start included): on a loaded machine, what idle wall time is near
     cpu = {"snakemake_dry_run_cpu_s": dry_run_cpu, "dvc_status_cpu_s": status_cpu, "record_process_cpu_s": record_cpu,
            "record_new_process_cpu_s": first_cpu, "record_branch_process_cpu_s": branch_cpu}
-    return {**figures, **cpu, "models": len(params["models"]), "dvc_stages": stages,
+    return {**figures, **cpu, "models": len(params["models"]) * len(params.get("seeds", [0])), "dvc_stages": stages,
             "output_mb": sum(f.stat().st_size for d in ("data", "results") for f in (project / d).rglob("*")
                              if f.is_file()) / 1e6,
             "target_s": TARGET_S[matrix], "meets_target": all(v <= TARGET_S[matrix] for v in figures.values())}
 
 
-def tripled(params):
-    """params with two more copies of every model; a copy's teacher, init and pruning source are copies too."""
-    models = dict(params["models"])
-    for copy in COPIES:
-        for name, spec in params["models"].items():
-            spec = yaml.safe_load(yaml.safe_dump(spec))
-            for section, key in (("distill", "teacher"), ("distill", "init"), ("prune", "from")):
-                if spec.get(section, {}).get(key) in params["models"]:
-                    spec[section][key] = f"{spec[section][key]}-x{copy}"
-            models[f"{name}-x{copy}"] = spec
-    return {**params, "models": models}
-
-
 def triple_project(project, dest):
-    """A copy of the finished project with the 3x matrix, its new results copied from the originals'."""
+    """A copy of the finished project trained with three seeds, each seed's results copied from the originals'."""
     shutil.copytree(project, dest, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
     params = yaml.safe_load((dest / layout.PARAMS).read_text())
     devices = params["benchmark"]["devices"]
-    for copy in COPIES:
-        for model in params["models"]:
-            folders = [layout.model_dir(model), f"{layout.RESULTS}/artifacts/{model}", f"{layout.RESULTS}/eval/{model}",
-                       *(f"{layout.RESULTS}/bench/{device}/{model}" for device in devices)]
-            for folder in folders:
-                if (dest / folder).is_dir():
-                    shutil.copytree(dest / folder, dest / f"{folder}-x{copy}")
-    (dest / layout.PARAMS).write_text(yaml.safe_dump(tripled(params), sort_keys=False))
+    folders = lambda model: [layout.model_dir(model), f"{layout.RESULTS}/artifacts/{model}",  # noqa: E731
+                             f"{layout.RESULTS}/eval/{model}", *(f"{layout.RESULTS}/bench/{d}/{model}" for d in devices)]
+    for model in params["models"]:
+        for i, folder in enumerate(folders(model)):
+            if (dest / folder).is_dir():
+                for seed in SEEDS:
+                    shutil.copytree(dest / folder, dest / folders(instance_name(model, seed, SEEDS))[i])
+                shutil.rmtree(dest / folder)
+    (dest / layout.PARAMS).write_text(yaml.safe_dump({**params, "seeds": SEEDS}, sort_keys=False))
     run([sys.executable, "-m", "workflow.dag"], dest)
     run([sys.executable, "-m", "snakemake", "--cores", "1", "--touch", "--quiet", "all"], dest)
     return dest

@@ -183,6 +183,26 @@ def test_corrupt_packed_file_is_named(tmp_path, packed_dir):
         open_packed(bad)
 
 
+def test_a_verified_file_is_hashed_once_until_it_changes(tmp_path, packed_dir, monkeypatch):
+    import shutil
+
+    from workflow import io
+
+    folder = tmp_path / "packed" / "rgb"
+    shutil.copytree(packed_dir / "rgb", folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    hashed = []
+    monkeypatch.setattr(io, "sha256_file", lambda path, real=io.sha256_file: hashed.append(path) or real(path))
+    for _ in range(2):
+        load_packed(folder / "test.npy", manifest, "test")
+    assert len(hashed) == 1  # the second load found the stamp of the first
+    data = bytearray((folder / "test.npy").read_bytes())
+    data[-100:] = bytes(100)  # same size, new content: the stamp no longer matches
+    (folder / "test.npy").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="checksum mismatch"):
+        load_packed(folder / "test.npy", manifest, "test")
+
+
 def test_cifar10_source_reads_an_npz_of_its_images(tmp_path, cifar_npz):
     """Offline CIFAR-10 is one setting: data.path names an .npz of the images (the repository's subset)."""
     params = write_params(tmp_path / "params.yaml", tiny_params(data={

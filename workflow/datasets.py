@@ -105,21 +105,32 @@ def open_packed(path):
 
 
 def verify_file(path, expected_sha256, size=None):
-    """A packed file against its manifest entry: one line naming it when missing or changed."""
-    from workflow.io import sha256_file
+    """A packed file against its manifest entry: one line naming it when missing or changed.
+
+    Hashing every shard at every training start costs minutes at ImageNet scale (and each DDP process would
+    do it), so a file whose sha256 was verified once gets a stamp (size, mtime, inode, as DVC's own state
+    keeps them) in ``.verified/`` beside its folder; while those are unchanged the hash is not recomputed."""
+    from workflow.io import sha256_file, write_text
 
     path = Path(path)
     try:
-        actual_size = path.stat().st_size
-        if size is not None and actual_size != size:
-            raise UserError(f"{path}: {actual_size} bytes, its manifest says {size} (truncated or modified); "
+        stat = path.stat()
+        if size is not None and stat.st_size != size:
+            raise UserError(f"{path}: {stat.st_size} bytes, its manifest says {size} (truncated or modified); "
                             "delete it and rerun the pack stage")
+        stamp = path.parent.parent / ".verified" / expected_sha256
+        seen = f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns} {stat.st_ino}"
+        if stamp.is_file() and stamp.read_text() == seen:
+            return
         actual = sha256_file(path)
     except FileNotFoundError:
         raise UserError(f"{path}: packed dataset not found (run the pack stage)") from None
     if actual != expected_sha256:
         raise UserError(f"{path}: checksum mismatch with its manifest (corrupt or modified); "
                         "delete it and rerun the pack stage")
+    with contextlib.suppress(OSError):  # a read-only dataset is verified every time instead
+        stamp.parent.mkdir(exist_ok=True)
+        write_text(stamp, seen)
 
 
 def load_packed(path, manifest=None, split=None):
