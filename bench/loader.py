@@ -283,6 +283,8 @@ def main():
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per loader (after one warm-up)")
     p.add_argument("--folder", action="append", default=[], help="an ImageFolder root (train/<class>/*.jpg)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "loader.json"))
+    p.add_argument("--machine-note", default=MACHINE_NOTE,
+                    help="how busy the machine was (recorded as machine_note)")
     args = p.parse_args()
     torch.set_num_threads(1)
     results = {}
@@ -301,7 +303,7 @@ def main():
                      "flip": True, "timed_epochs": args.epochs},
         "targets": {"packed_vs_imagefolder": ">=2", "packed_vs_best_packed_loader": ">=1",
                     "packed_bytes_vs_source": "<=1.5"},
-        "machine_note": MACHINE_NOTE, "cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+        "machine_note": args.machine_note, "cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__, "python": platform.python_version(),
     })
     write_json(args.out, results)

@@ -93,6 +93,8 @@ def main():
     p.add_argument("--factor", type=int, default=10)
     p.add_argument("--workers", type=int, default=2, help="data.pack_workers")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "pack_memory.json"))
+    p.add_argument("--machine-note", default=MACHINE_NOTE,
+                    help="how busy the machine was (recorded as machine_note)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="pack-memory.") as tmp:
         runs = {f"{factor}x": pack_run(Path(tmp), args.images * factor, args.workers) for factor in (1, args.factor)}
@@ -102,7 +104,7 @@ def main():
         "growth": {split: big[split]["peak_rss_mb_total"] / small[split]["peak_rss_mb_total"]
                    for split in ("train", "eval")},
         "target": "peak RSS flat in the number of images (growth ~1.0)",
-        "machine_note": MACHINE_NOTE, "cpus": os.cpu_count(), "python": platform.python_version(),
+        "machine_note": args.machine_note, "cpus": os.cpu_count(), "python": platform.python_version(),
     }
     write_json(args.out, result)
     print(f"growth {args.factor}x images: " + ", ".join(f"{k} {v:.2f}x" for k, v in result["growth"].items())

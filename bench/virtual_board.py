@@ -172,6 +172,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("parts", nargs="*", help="setup, deploy, ratio (default: all three)")
     parser.add_argument("--repeats", type=int, default=3, help="deploy: runs of each kind")
+    parser.add_argument("--machine-note", default=MACHINE_NOTE,
+                    help="how busy the machine was (recorded as machine_note)")
     args = parser.parse_args()
     unknown = set(args.parts) - {"setup", "deploy", "ratio"}
     if unknown:
@@ -181,7 +183,7 @@ def main():
     parts = args.parts or ["setup", "deploy", "ratio"]
     report = read_json(OUT) if OUT.exists() else {}
     report.update(what="the virtual aarch64 board (scripts/virtual-board.sh): set-up time, deploy overhead, "
-                       "emulated vs native latency", machine_note=MACHINE_NOTE,
+                       "emulated vs native latency", machine_note=args.machine_note,
                   host={"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                         "python": platform.python_version()})
     for part in parts:

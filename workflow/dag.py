@@ -253,7 +253,7 @@ def train_stage(params, model):
                                     f"--data {layout.PACKED} --out {out}",
                      [source, *data, "workflow/prune.py", *TRAINING_CODE],
                      ["train", keys], train["num_threads"],
-                     {"gpu": int(train["device"] != "cpu")}, model=model)  # one process
+                     {"gpu": int(train["device"] == "cuda")}, model=model)  # one process
     links = upstream_models(spec)
     roles = [role for role in ("teacher", "init") if role in links]
     upstream = "".join(f" --{role} {layout.checkpoint(links[role])}" for role in roles)

@@ -62,12 +62,12 @@ def launch_command(train, module, args):
 
 
 def job_resources(train):
-    """Snakemake resources of a training job, as snakemake-executor-plugin-slurm reads them: the GPUs
-    (one per process unless train.device is cpu) and, for several processes, the tasks and nodes of the
-    allocation and ``mpi`` (the job's command starts its own tasks with srun, so the plugin does not wrap
-    it in a one-task ``srun``)."""
+    """Snakemake resources of a training job, as snakemake-executor-plugin-slurm reads them: the GPUs (one per
+    process when train.device is cuda; ``auto`` asks for none and uses one where it lands) and, for several
+    processes, the tasks and nodes of the allocation and ``mpi`` (the job's command starts its own tasks with
+    srun, so the plugin does not wrap it in a one-task ``srun``)."""
     size = world_size(train)
-    gpus = size if train["device"] != "cpu" else 0
+    gpus = size if train["device"] == "cuda" else 0
     if size == 1:
         return {"gpu": gpus}
     return {"gpu": gpus, "mpi": "srun", "tasks": size, "nodes": train["nodes"],
