@@ -188,6 +188,7 @@ def test_a_verified_file_is_hashed_once_until_it_changes(tmp_path, packed_dir, m
 
     from workflow import io
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     folder = tmp_path / "packed" / "rgb"
     shutil.copytree(packed_dir / "rgb", folder)
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -196,6 +197,7 @@ def test_a_verified_file_is_hashed_once_until_it_changes(tmp_path, packed_dir, m
     for _ in range(2):
         load_packed(folder / "test.npy", manifest, "test")
     assert len(hashed) == 1  # the second load found the stamp of the first
+    assert len(list((tmp_path / "cache" / "edge-vision-repro" / "verified").iterdir())) == 1
     data = bytearray((folder / "test.npy").read_bytes())
     data[-100:] = bytes(100)  # same size, new content: the stamp no longer matches
     (folder / "test.npy").write_bytes(bytes(data))

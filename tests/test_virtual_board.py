@@ -114,8 +114,8 @@ ACCURACY_IMAGES = 200
 # Models that discriminate (top-1 well above chance, as in tests/test_pipeline.py), so that agreeing
 # with the host is not the trivial agreement of a model that answers one class.
 SETTINGS = ["data.source=npz", f"data.path={CIFAR_NPZ}", "data.train_subset=1024", "data.test_subset=256",
-            "data.calib_subset=32", "train.epochs=2", "train.batch_size=32", "train.num_threads=2",
-            "train.schedule.cosine_epochs=2", "train.schedule.milestones=[]", "export.parity_samples=16",
+            "data.calib_subset=32", "train.epochs=4", "train.batch_size=32", "train.num_threads=2",
+            "train.schedule.cosine_epochs=4", "train.schedule.milestones=[]", "export.parity_samples=16",
             f"benchmark.devices=[{', '.join(DEVICES)}]", "benchmark.warmup_runs=2", "benchmark.min_runs=10",
             "benchmark.min_duration_s=0", "benchmark.threads=[1]", "benchmark.samples=4",
             "benchmark.stream_workers=[]", "benchmark.litert_xnnpack=[true]",

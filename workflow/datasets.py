@@ -104,12 +104,18 @@ def open_packed(path):
     return arr
 
 
+def verified_cache():
+    """Where verify_file keeps its stamps: $XDG_CACHE_HOME (default ~/.cache)/edge-vision-repro/verified."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge-vision-repro" / "verified"
+
+
 def verify_file(path, expected_sha256, size=None):
     """A packed file against its manifest entry: one line naming it when missing or changed.
 
     Hashing every shard at every training start costs minutes at ImageNet scale (and each DDP process would
-    do it), so a file whose sha256 was verified once gets a stamp (size, mtime, inode, as DVC's own state
-    keeps them) in ``.verified/`` beside its folder; while those are unchanged the hash is not recomputed."""
+    do it), so a file whose sha256 was verified once gets a stamp (its path, size, mtime and inode, as DVC's
+    own state keeps them) in the user's cache (VERIFIED_CACHE); while those are unchanged the hash is not
+    recomputed."""
     from workflow.io import sha256_file, write_text
 
     path = Path(path)
@@ -118,8 +124,8 @@ def verify_file(path, expected_sha256, size=None):
         if size is not None and stat.st_size != size:
             raise UserError(f"{path}: {stat.st_size} bytes, its manifest says {size} (truncated or modified); "
                             "delete it and rerun the pack stage")
-        stamp = path.parent.parent / ".verified" / expected_sha256
         seen = f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns} {stat.st_ino}"
+        stamp = verified_cache() / f"{expected_sha256}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
         if stamp.is_file() and stamp.read_text() == seen:
             return
         actual = sha256_file(path)
@@ -128,8 +134,8 @@ def verify_file(path, expected_sha256, size=None):
     if actual != expected_sha256:
         raise UserError(f"{path}: checksum mismatch with its manifest (corrupt or modified); "
                         "delete it and rerun the pack stage")
-    with contextlib.suppress(OSError):  # a read-only dataset is verified every time instead
-        stamp.parent.mkdir(exist_ok=True)
+    with contextlib.suppress(OSError):  # without a writable cache, the file is verified every time instead
+        stamp.parent.mkdir(parents=True, exist_ok=True)
         write_text(stamp, seen)
 
 
