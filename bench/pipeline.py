@@ -71,6 +71,7 @@ def main():
     p.add_argument("--detection-path", help="detection.data.path: a COCO128 folder or .zip (default: params.yaml's)")
     p.add_argument("--detection", action="store_true", help="time results/detection/summary.csv instead")
     p.add_argument("--keep", action="store_true", help="keep the temporary project and print its path")
+    p.add_argument("--machine-note", default="", help="how busy the machine was (recorded as machine_note)")
     args = p.parse_args()
     targets, target_s = (["results/detection/summary.csv"], DETECTION_TARGET_S) if args.detection else ([], TARGET_S)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
@@ -97,7 +98,7 @@ def main():
                   "meets_targets": wall_s <= target_s and peak_gb <= TARGET_GB,
                   "cpu_count": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
                   # other work on the machine inflates the wall time: the load average says how much
-                  "load_average_1_5_15_at_end": os.getloadavg()}
+                  "load_average_1_5_15_at_end": os.getloadavg(), "machine_note": args.machine_note}
         name = "pipeline-detection" if args.detection else "pipeline"
         write_json(ROOT / "bench" / "results" / f"{name}.json", result)
         print(f"{result['target']} pipeline: {jobs} jobs in {wall_s / 60:.1f} min on {args.cores} cores, "
@@ -106,7 +107,8 @@ def main():
             return
         orchestration_result = orchestration.measure(project, 3)
         write_json(ROOT / "bench" / "results" / "orchestration.json",
-                   {**orchestration_result, "machine_note": "measured right after this pipeline run, same machine"})
+                   {**orchestration_result, "machine_note": f"measured right after this pipeline run, same machine: "
+                                                              f"{args.machine_note}"})
         print(f"orchestration: {orchestration_result}")
     finally:
         if args.keep:
