@@ -10,6 +10,7 @@ import yaml
 
 from conftest import REPO, sh, tiny_params, write_params
 from workflow.config import load_params
+from workflow.model_specs import expand_seeds
 from workflow.dag import CHECK_STAGE, dvc_yaml, param_value, stages
 from workflow.layout import DVC_YAML_CHECK
 
@@ -108,6 +109,19 @@ def test_changed_matrix_still_agrees(tmp_path):
     params["artifacts"]["tflite-torch"] = {"tflite": {"precision": "fp32", "converter": "litert_torch"}}
     params["benchmark"]["threads"] = [1, 2, 4]
     check_parity(workdir_with(tmp_path, params), params)
+
+
+def test_several_training_seeds_agree(tmp_path):
+    """seeds: [0, 1]: every model instance's stages, with the one models.<name> entry as DVC's param."""
+    params = tiny_params(seeds=[0, 1])
+    params["models"] = {name: params["models"][name] for name in ("mobilenetv2-rgb", "mobilenetv2-yuv420")}
+    params["models"]["kd-yuv"] = {"arch": "mobilenetv2", "width_mult": 0.5, "input_format": "yuv420",
+                                  "artifacts": ["onnx-fp32"], "distill": {"teacher": "mobilenetv2-rgb",
+                                                                          "type": "output"}}
+    workdir = workdir_with(tmp_path, params)
+    check_parity(workdir, expand_seeds(params))
+    names = {name for name, _ in dvc_stages(workdir).values()}
+    assert {"train-kd-yuv-seed0", "train-kd-yuv-seed1", "evaluate-mobilenetv2-rgb-seed1-onnx-fp32"} <= names
 
 
 def test_detection_track_agrees(tmp_path):

@@ -106,6 +106,7 @@ HAND_EDITS = {
     "remove a paper": lambda p: [shutil.rmtree(f) if f.is_dir() else f.unlink()
                                  for f in paper_files(p, "rtbench_tflite")],
     "rename a paper": lambda p: move_paper(p, "rtbench_tflite", "rtbench"),
+    "add a training seed": lambda p: edit_params(p, lambda d: d.update(seeds=[0, 1])),
 }
 
 
