@@ -5,29 +5,15 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from conftest import run_module, tiny_params, write_params
-from test_runner import export, load_runner, run_runner
+from test_runner import load_runner, run_runner, stage_models  # noqa: F401 (a fixture)
 from workflow.accuracy import pack_classes, per_image_classes
 from workflow.aggregate import device_accuracy_columns
 from workflow.benchmark import device_settings, runner_options, save_samples
 from workflow.datasets import load_packed, to_model_inputs
 from workflow.inventory import DEFAULTS, device_kind
-from workflow.models import build_model
 from workflow.papers import read_sources, reproduced_value
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("accuracy-models")
-    torch.manual_seed(0)
-    out = {}
-    for fmt, example in (("rgb", (torch.zeros(1, 3, 32, 32),)),
-                         ("yuv420", (torch.zeros(1, 1, 32, 32), torch.zeros(1, 2, 16, 16)))):
-        model = build_model({"arch": "mobilenetv2", "width_mult": 0.5, "input_format": fmt}, 10, 32)
-        out[fmt] = export(model, example, root / f"{fmt}.onnx", model.input_names)
-    return out
 
 
 @pytest.mark.parametrize("fmt", ["rgb", "yuv420"])
@@ -44,15 +30,15 @@ def test_runner_reads_a_packed_split_as_the_host_does(packed_dir, fmt):
 
 
 @pytest.mark.parametrize("fmt", ["rgb", "yuv420"])
-def test_device_top1_is_the_host_evaluations(tmp_path, packed_dir, artifacts, fmt):
+def test_device_top1_is_the_host_evaluations(tmp_path, packed_dir, stage_models, fmt):
     """The benchmark stage's on-device top-1 (here on `local`) beside workflow.evaluate's on the same images."""
     params = tiny_params(benchmark={"accuracy": {"images": 100, "tolerance": {"float": 0.0, "quantized": 0.02}}})
     params_file = write_params(tmp_path / "params.yaml", params)
     packed = ["--packed", packed_dir / fmt / "test.npy", "--manifest", packed_dir / fmt / "manifest.json"]
-    run_module("evaluate", "--params", params_file, "--artifact", artifacts[fmt], *packed,
+    run_module("evaluate", "--params", params_file, "--artifact", stage_models[fmt], *packed,
                "--out", tmp_path / "eval.json", check=True)
     run_module("benchmark", "--params", params_file, "--device", "local", "--model-name", f"mobilenetv2-{fmt}",
-               "--artifact", artifacts[fmt], *packed, "--out", tmp_path / "bench.json", check=True)
+               "--artifact", stage_models[fmt], *packed, "--out", tmp_path / "bench.json", check=True)
     evaluation = json.loads((tmp_path / "eval.json").read_text())
     bench = json.loads((tmp_path / "bench.json").read_text())
     measured = bench["accuracy"]
@@ -67,11 +53,11 @@ def test_device_top1_is_the_host_evaluations(tmp_path, packed_dir, artifacts, fm
     assert bench["device_kind"] == "host"
 
 
-def test_accuracy_off_sends_no_data(tmp_path, packed_dir, artifacts):
+def test_accuracy_off_sends_no_data(tmp_path, packed_dir, stage_models):
     params = tiny_params(benchmark={"accuracy": {"images": 0, "tolerance": {"float": 0.0, "quantized": 0.02}}})
     out = tmp_path / "bench.json"
     run_module("benchmark", "--params", write_params(tmp_path / "params.yaml", params), "--device", "local",
-               "--model-name", "mobilenetv2-rgb", "--artifact", artifacts["rgb"], "--packed",
+               "--model-name", "mobilenetv2-rgb", "--artifact", stage_models["rgb"], "--packed",
                packed_dir / "rgb" / "test.npy", "--manifest", packed_dir / "rgb" / "manifest.json", "--out", out,
                check=True)
     assert json.loads(out.read_text())["accuracy"] is None
@@ -111,12 +97,12 @@ def test_a_device_run_on_other_images_is_flagged_not_compared():
     (["--accuracy-size", "30x30"], "expected RGB 30x30x3"),
     (["--accuracy-format", "yuv420"], "expected I420 32x32"),
 ])
-def test_accuracy_data_that_does_not_fit_is_a_one_line_error(packed_dir, artifacts, tmp_path, argv, fragment):
+def test_accuracy_data_that_does_not_fit_is_a_one_line_error(packed_dir, stage_models, tmp_path, argv, fragment):
     options = {"--accuracy-format": "rgb", "--accuracy-size": "32x32", "--accuracy-images": "10"}
     options.update(zip(argv[::2], argv[1::2]))
     inputs = tmp_path / "samples.npz"
     np.savez(inputs, image=np.zeros((1, 3, 32, 32), np.float32))
-    result = run_runner("--model", artifacts["rgb"], "--inputs", inputs, "--min-runs", 1, "--min-duration", 0,
+    result = run_runner("--model", stage_models["rgb"], "--inputs", inputs, "--min-runs", 1, "--min-duration", 0,
                         "--accuracy-data", packed_dir / "rgb" / "test.npy",
                         *[v for item in options.items() for v in item], "--out", tmp_path / "r.json")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

@@ -13,15 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 import sshd
 from conftest import CIFAR_NPZ, REPO, cifar_project, run_module, sh, tiny_params, write_params
-from test_runner import TwoInputs, export
+from test_remote import tiny_model  # noqa: F401 (a fixture)
 from workflow.benchmark import run_on_device
 from workflow.inventory import load_inventory
 from workflow.remote import DeviceFailure
@@ -47,17 +45,6 @@ def board():
     return load_inventory(INVENTORY)
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    root = tmp_path_factory.mktemp("board-model")
-    model = export(TwoInputs(), (torch.zeros(1, 1, 32, 32), torch.zeros(1, 2, 16, 16)), root / "yuv.onnx", ["y", "uv"])
-    samples = root / "samples.npz"
-    rng = np.random.default_rng(0)
-    np.savez(samples, y=rng.uniform(0, 255, (2, 1, 32, 32)).astype(np.float32),
-             uv=rng.uniform(0, 255, (2, 2, 16, 16)).astype(np.float32))
-    return {"--model": model, "--inputs": samples}
-
-
 def inventory_with(path, name, **changes):
     """A copy of the shipped inventory with one entry changed."""
     devices = yaml.safe_load(INVENTORY.read_text())["devices"]
@@ -68,10 +55,10 @@ def inventory_with(path, name, **changes):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("device, cpu", [("virtual-a53", "cortex-a53"), ("virtual-a72", "cortex-a72")])
-def test_profiles_run_aarch64_under_their_cpu(board, tiny_onnx, tmp_path, device, cpu):
+def test_profiles_run_aarch64_under_their_cpu(board, tiny_model, tmp_path, device, cpu):
     import onnxruntime
 
-    result, deploy = run_on_device(device, [*QUICK, "--device-name", device], tiny_onnx, tmp_path, INVENTORY)
+    result, deploy = run_on_device(device, [*QUICK, "--device-name", device], tiny_model, tmp_path, INVENTORY)
     host = result["host"]
     assert host["machine"] == "aarch64" and host["qemu_cpu"] == cpu
     assert f"Cortex-{cpu[-3:].upper()}" in host["cpu_model"] and "emulation" in host["cpu_model"]
@@ -80,14 +67,14 @@ def test_profiles_run_aarch64_under_their_cpu(board, tiny_onnx, tmp_path, device
 
 
 @pytest.mark.slow
-def test_a_runtime_the_board_lacks_is_named_with_the_fix(board, tiny_onnx, packed_dir, tmp_path):
+def test_a_runtime_the_board_lacks_is_named_with_the_fix(board, tiny_model, packed_dir, tmp_path):
     """The tflite-runtime environment has no onnxruntime; an inventory that claims it gets a failed row saying so."""
     devices = inventory_with(tmp_path / "devices.yaml", "virtual-a53-tflite", runtimes=["onnxruntime", "litert"])
     params = write_params(tmp_path / "params.yaml", tiny_params(
         benchmark={"devices": ["virtual-a53-tflite"], "inventory": str(devices), "stream_workers": []}))
     out = tmp_path / "r.json"
     run_module("benchmark", "--params", params, "--device", "virtual-a53-tflite", "--model-name",
-               "mobilenetv2-yuv420", "--artifact", tiny_onnx["--model"], "--packed", packed_dir / "yuv420" / "test.npy",
+               "mobilenetv2-yuv420", "--artifact", tiny_model["--model"], "--packed", packed_dir / "yuv420" / "test.npy",
                "--manifest", packed_dir / "yuv420" / "manifest.json", "--out", out, check=True)
     r = json.loads(out.read_text())
     assert r["status"] == "failed" and r["device_kind"] == "emulated"
@@ -95,16 +82,16 @@ def test_a_runtime_the_board_lacks_is_named_with_the_fix(board, tiny_onnx, packe
     assert "inventory entry lists it in runtimes" in r["reason"] and len(r["attempts"]) == 1  # no retry
 
 
-def test_a_board_that_is_not_up_says_how_to_start_it(tiny_onnx, tmp_path):
+def test_a_board_that_is_not_up_says_how_to_start_it(tiny_model, tmp_path):
     """Whether or not the board was ever built here: its known_hosts missing, or nothing answering."""
     absent = inventory_with(tmp_path / "absent.yaml", "virtual-a53", known_hosts=str(tmp_path / "none"))
     with pytest.raises(DeviceFailure, match=r"not found \(sudo scripts/virtual-board.sh up writes it\)"):
-        run_on_device("virtual-a53", QUICK, tiny_onnx, tmp_path, absent)
+        run_on_device("virtual-a53", QUICK, tiny_model, tmp_path, absent)
     (tmp_path / "known_hosts").write_text("")
     silent = inventory_with(tmp_path / "silent.yaml", "virtual-a53", port=2299, connect_timeout_s=3, retries=0,
                             known_hosts=str(tmp_path / "known_hosts"), key_file=str(sshd.keygen(tmp_path / "key")))
     with pytest.raises(DeviceFailure, match=r"is the virtual board up\? \(sudo scripts/virtual-board.sh status\)"):
-        run_on_device("virtual-a53", QUICK, tiny_onnx, tmp_path, silent)
+        run_on_device("virtual-a53", QUICK, tiny_model, tmp_path, silent)
 
 
 # ----------------------------------------------------------------------------- the DAG on the board
