@@ -1,4 +1,4 @@
-"""Training throughput: the train stage vs its compute floor, DDP (2 gloo processes vs 1), detection training.
+"""Training throughput: the train stage vs its compute floor, DDP, threads per stage, detection training.
 
     .venv/bin/python bench/training.py                       # every section, bench/results/training.json
     .venv/bin/python bench/training.py --sections stage --sizes 32 224
@@ -14,6 +14,9 @@ Sections (all on the in-repo CIFAR-10 images, tests/data; on CUDA when train.dev
   The stage runs with ``train.num_workers`` 0 and, as the fix measured here, 1 and 2.
 * ``ddp``: the train stage at 32 px with 2 gloo processes x 1 thread vs 1 process x 2 threads (same global
   batch): images/s and the final train loss / test top-1.
+* ``threads``: the train stage at 32 px with 2 threads, with 1 thread, and two 1-thread stages side by side
+  (what Snakemake runs with ``train.num_threads: 1`` on 2 cores): images/s of each and in all; the figure
+  behind params.yaml's default.
 * ``detection``: images/s of ``python -m workflow.detection.train`` (YOLOv5n, 320 px, the in-repo COCO128
   subset, mosaic augmentation) against a bare ultralytics loop of the same model (its DetectionModel and
   loss on one in-memory batch, SGD), and the CPU utilisation of the stage's process, with its thread fix and
@@ -23,6 +26,7 @@ The machine running this may be shared: the JSON says so in ``machine_note``. GP
 when a CUDA device was present (``cuda`` is null otherwise; nothing is estimated).
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import platform
@@ -177,6 +181,22 @@ def section_ddp(tmp, batch):
             "speedup": two["images_per_s"] / one["images_per_s"]}
 
 
+def section_threads(tmp, batch):
+    npz = CIFAR_NPZ
+    packed = pack(tmp / "threads", params_for(npz, 32, TRAIN_IMAGES[32], batch_size=batch))
+    run = lambda name, threads: train_stage(tmp / "threads", name, params_for(  # noqa: E731
+        npz, 32, TRAIN_IMAGES[32], num_threads=threads, batch_size=batch), packed)
+    two_threads, one_thread = run("t2", 2), run("t1", 1)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        side_by_side = list(pool.map(run, ["a", "b"], [1, 1]))
+    total = sum(r["images_per_s"] for r in side_by_side)
+    print(f"threads: 1 process x 2 threads {two_threads['images_per_s']:.1f} images/s, x 1 thread "
+          f"{one_thread['images_per_s']:.1f}; two 1-thread stages side by side {total:.1f} in all", flush=True)
+    return {"one_stage_2_threads": two_threads, "one_stage_1_thread": one_thread,
+            "two_stages_1_thread_each": side_by_side, "two_stages_images_per_s": total,
+            "side_by_side_vs_2_threads": total / two_threads["images_per_s"]}
+
+
 DETECTION_DEFAULT_THREADS = """
 import sys
 from workflow.detection import kd
@@ -268,8 +288,8 @@ def section_detection(tmp):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="+", default=["stage", "ddp", "detection"],
-                        choices=["stage", "ddp", "detection"])
+    parser.add_argument("--sections", nargs="+", default=["stage", "ddp", "threads", "detection"],
+                        choices=["stage", "ddp", "threads", "detection"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[32, 224], choices=[32, 224])
     parser.add_argument("--train-images", type=int, help="training images per size (default: 1024 at 32 px, "
                         "256 at 224 px); fewer for a quick check on a busy machine")
@@ -287,7 +307,8 @@ def main():
     result.update(target={"stage_vs_floor": ">= 0.8 on CPU"}, cuda=cuda, cpu=platform.processor() or platform.machine(),
                   cpu_count=os.cpu_count(), torch=torch.__version__, machine_note=args.machine_note)
     sections = {"stage": lambda tmp: section_stage(tmp, args.sizes, args.threads, args.batch),
-                "ddp": lambda tmp: section_ddp(tmp, args.batch), "detection": section_detection}
+                "ddp": lambda tmp: section_ddp(tmp, args.batch), "threads": lambda tmp: section_threads(tmp, args.batch),
+                "detection": section_detection}
     with tempfile.TemporaryDirectory(prefix="bench-training.") as tmp:
         for name in args.sections:
             result[name] = sections[name](Path(tmp))

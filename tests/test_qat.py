@@ -1,11 +1,15 @@
 """QAT (torchao PT2E): fine-tuning with fake quantization, exported as an ONNX QDQ graph that ONNX Runtime runs,
 with int8 weights, close to the fp32 model; a failing conversion is a failed artifact, not a crash."""
+import contextlib
+import copy
 import json
 
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import numpy_helper
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
 from conftest import tiny_params, write_params
 from workflow import evaluate as evaluate_stage
@@ -105,3 +109,22 @@ def test_yuv_model_two_inputs_and_concatenated_stem(trained, packed_dir, tmp_pat
     assert [i.name for i in onnx.load(str(out)).graph.input] == ["y", "uv"]
     assert report["node_types"]["Concat"] == 1 and report["node_types"]["DequantizeLinear"] > 50
     assert report["export_parity"]["max_abs_diff"] < 0.1 and report["parity"]["argmax_agreement"] >= 0.5
+
+
+@pytest.mark.slow
+def test_skipping_the_conv_kinds_a_graph_lacks_converts_the_same_model():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 4, 1), torch.nn.BatchNorm2d(4))
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def converted(skip):
+        torch.manual_seed(0)
+        graph = torch.export.export(copy.deepcopy(model).train(), (x,)).module()
+        prepared = prepare_qat_pt2e(graph, qat_stage.quantizer(per_channel=True))
+        prepared(x)  # the fake quantizers observe a batch
+        with qat_stage.folding_only_present_convs() if skip else contextlib.nullcontext():
+            return convert_pt2e(prepared)
+
+    fast, full = converted(skip=True), converted(skip=False)
+    assert not any("batch_norm" in str(n.target) for n in fast.graph.nodes)  # conv2d's BN was still folded
+    assert fast.code == full.code and torch.equal(fast(x), full(x))

@@ -214,6 +214,7 @@ SOURCES = {
 
 # ----------------------------------------------------------------------------- DVC and Snakemake
 DVC_YAML = "dvc.yaml"
+DVC_LOCK = "dvc.lock"
 # Written by the dvc.yaml check, the first stage of every `dvc repro` (workflow.dag --check).
 DVC_YAML_CHECK = f"{RESULTS}/dvc-yaml-check.txt"
 

@@ -14,8 +14,10 @@ params.yaml and its dependencies by hash, this marks Snakemake's jobs up to date
 (`snakemake --touch`) without running anything.
 """
 import argparse
+import collections
 import contextlib
 import copy
+import io
 import json
 import subprocess
 import sys
@@ -59,6 +61,49 @@ def params_parsed_once():
         param.load_path = parse
 
 
+@contextlib.contextmanager
+def git_index_read_once(repo):
+    """DVC asks Git whether each output is tracked, and scmrepo's dulwich backend reads .git/index again
+    for every question; the index does not change while one commit runs, so read it once."""
+    git = repo.scm.dulwich.repo
+    index = git.open_index()
+    git.open_index = lambda: index
+    try:
+        yield
+    finally:
+        del git.open_index
+
+
+def lockfile_yaml():
+    """ruamel.yaml set up to write dvc.lock as DVC does (block style, keys in order, null as nothing)."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)  # the pure emitter wraps long lines as DVC's round-trip one does
+    yaml.default_flow_style = False
+    yaml.representer.sort_base_mapping_type_on_output = False
+    yaml.representer.add_representer(collections.OrderedDict, yaml.representer.__class__.represent_dict)
+    yaml.representer.add_representer(type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", ""))
+    return yaml
+
+
+def update_lockfile(stages):
+    """dvc.lock gets the entries of ``stages`` (DVC's own serialization) and keeps the others: what DVC's
+    dump_stages writes, byte for byte, but read with the C loader and without the round trip that
+    preserves comments (a generated file has none), which took two thirds of a commit of every stage;
+    written atomically."""
+    from dvc.stage.serialize import to_lockfile
+    from ruamel.yaml import YAML
+
+    path = Path(layout.DVC_LOCK)
+    data = (YAML(typ="safe", pure=False).load(path.read_text()) if path.exists() else None) or {"schema": "2.0"}
+    data.setdefault("stages", {})
+    for stage in stages:
+        data["stages"].update(to_lockfile(stage))
+    text = io.StringIO()
+    lockfile_yaml().dump(data, text)
+    write_text(path, text.getvalue())
+
+
 def dvc_commit(names):
     """`dvc commit --force --no-relink` of the stages ``names``, collecting dvc.yaml once (the command
     line collects it again for every stage it is given, about a second each): dvc.lock gets their
@@ -67,17 +112,17 @@ def dvc_commit(names):
     `dvc repro`, which fills it as it runs stages."""
     from dvc.repo import Repo, lock_repo
 
-    with Repo() as repo, lock_repo(repo), params_parsed_once():
+    with Repo() as repo, lock_repo(repo), params_parsed_once(), git_index_read_once(repo):
         stages = [stage for stage in repo.index.stages if stage.name in set(names)]
         for stage in stages:
             stage.save(run_cache=False)
             stage.commit(relink=False)
-        stages[0].dvcfile.dump_stages(stages, update_pipeline=False)
+        update_lockfile(stages)
 
 
 def recorded_stages():
     """The stages dvc.lock holds."""
-    path = Path(layout.DVC_YAML).with_suffix(".lock")
+    path = Path(layout.DVC_LOCK)
     return set((yaml.load(path.read_text(), Loader=yaml.CSafeLoader) or {}).get("stages", {})) if path.exists() else set()
 
 
