@@ -65,6 +65,11 @@ def params_parsed_once():
 def git_index_read_once(repo):
     """DVC asks Git whether each output is tracked, and scmrepo's dulwich backend reads .git/index again
     for every question; the index does not change while one commit runs, so read it once."""
+    from dvc.scm import NoSCM
+
+    if isinstance(repo.scm, NoSCM):  # a DVC repository without Git (dvc init --no-scm)
+        yield
+        return
     git = repo.scm.dulwich.repo
     index = git.open_index()
     git.open_index = lambda: index
