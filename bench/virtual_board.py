@@ -15,7 +15,8 @@ ratio   a small project (the two baseline models, 1 epoch on the in-repo CIFAR-1
         artifact. No target: it documents that emulated timings are not board timings.
 
 Writes bench/results/virtual_board.json (a part run alone keeps the other parts' figures).
-Needs root (the board) and the board up for deploy and ratio (sudo scripts/virtual-board.sh up).
+Needs root (the board); deploy and ratio bring the board up (from its cache) if it is down and take
+it down again afterwards.
 """
 import argparse
 import os
@@ -72,8 +73,12 @@ def step_seconds(log):
     return {name: int(m.group(1)) for name, pattern in patterns.items() if (m := re.search(pattern, log))}
 
 
+def is_up():
+    return subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True).returncode == 0
+
+
 def setup():
-    was_up = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True).returncode == 0
+    was_up = is_up()
     board("down")
     with tempfile.TemporaryDirectory(prefix="vboard-bench-", dir="/var/tmp") as state:
         env = {"VBOARD_DIR": state, "PIP_NO_CACHE_DIR": "1"}
@@ -186,14 +191,19 @@ def main():
                        "emulated vs native latency", machine_note=args.machine_note,
                   host={"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                         "python": platform.python_version()})
-    for part in parts:
-        if part == "setup":
-            report["setup"] = setup()
-        elif part == "deploy":
-            report["deploy"] = deploy(args.repeats)
-        else:
-            report["ratio"] = ratio()
-        write_json(OUT, report)  # after each part: a later failure keeps what was measured
+    was_up = is_up()
+    try:
+        for part in parts:
+            if part == "setup":
+                report["setup"] = setup()
+            else:
+                if not is_up():  # deploy and ratio measure on the board (from its cache: seconds)
+                    board("up")
+                report[part] = deploy(args.repeats) if part == "deploy" else ratio()
+            write_json(OUT, report)  # after each part: a later failure keeps what was measured
+    finally:
+        if not was_up:  # left as it was found
+            board("down")
     print(f"-> {OUT}")
 
 
