@@ -307,8 +307,8 @@ def main():
     result.update(target={"stage_vs_floor": ">= 0.8 on CPU"}, cuda=cuda, cpu=platform.processor() or platform.machine(),
                   cpu_count=os.cpu_count(), torch=torch.__version__, machine_note=args.machine_note)
     sections = {"stage": lambda tmp: section_stage(tmp, args.sizes, args.threads, args.batch),
-                "ddp": lambda tmp: section_ddp(tmp, args.batch), "threads": lambda tmp: section_threads(tmp, args.batch),
-                "detection": section_detection}
+                "ddp": lambda tmp: section_ddp(tmp, args.batch),
+                "threads": lambda tmp: section_threads(tmp, args.batch), "detection": section_detection}
     with tempfile.TemporaryDirectory(prefix="bench-training.") as tmp:
         for name in args.sections:
             result[name] = sections[name](Path(tmp))
